@@ -1,0 +1,65 @@
+# Switchboard — one Go module per top-level folder; targets iterate the module list.
+#
+#   make run        the whole system in one process on embedded defaults (in-memory bus/presence)
+#   make test       installs what is missing, starts Redis, Redis Cluster and Pulsar, runs every test
+#   make unit       the hermetic tests only (no external services)
+#   make bench      Go benchmarks of the hot paths (benchstat-comparable)
+#   make fuzz       every fuzz target for a bounded time (FUZZTIME, default 10s each)
+#   make lint       go vet + gofmt check
+#   make ci         exactly what .ci/run runs
+
+MODULES  := protocol router logic edge loadtest
+GO       ?= go
+FUZZTIME ?= 10s
+BENCHTIME ?= 1s
+export SB_STATE_DIR ?= $(CURDIR)/.run
+
+.PHONY: all build run test test-all unit bench fuzz lint ci services-up services-down install \
+	$(MODULES:%=build/%) $(MODULES:%=test/%) $(MODULES:%=unit/%) $(MODULES:%=bench/%) \
+	$(MODULES:%=fuzz/%) $(MODULES:%=lint/%)
+
+all: build
+
+build: $(MODULES:%=build/%)
+build/%:
+	cd $* && $(GO) build ./...
+
+# install: idempotent; apt packages, the Pulsar distribution (cached in ~/.cache/switchboard), Go tools.
+install:
+	./deploy/local/install.sh
+
+# test: every test, hermetic and integration, against real services this target starts and stops.
+test: install
+	./deploy/local/with-services.sh $(MAKE) --no-print-directory test-all
+
+test-all: $(MODULES:%=test/%)
+
+test/%:
+	cd $* && $(GO) test -count=1 -tags integration -timeout 20m ./...
+
+unit: $(MODULES:%=unit/%)
+unit/%:
+	cd $* && $(GO) test -count=1 ./...
+
+bench: $(MODULES:%=bench/%)
+bench/%:
+	cd $* && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+fuzz: $(MODULES:%=fuzz/%)
+fuzz/%:
+	@cd $* && for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; done
+
+lint: $(MODULES:%=lint/%)
+lint/%:
+	cd $* && $(GO) vet ./... && test -z "$$(gofmt -l .)"
+
+services-up:
+	./deploy/local/services.sh up
+
+services-down:
+	./deploy/local/services.sh down
+
+ci: test

@@ -1,0 +1,3 @@
+module github.com/switchboard-io/switchboard/edge
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/switchboard-io/switchboard/loadtest
+
+go 1.26

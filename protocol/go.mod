@@ -1,0 +1,3 @@
+module github.com/switchboard-io/switchboard/protocol
+
+go 1.26

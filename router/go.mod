@@ -1,0 +1,3 @@
+module github.com/switchboard-io/switchboard/router
+
+go 1.26
