@@ -15,13 +15,13 @@ const (
 	CloseInternal       CloseCode = 1011
 	CloseRestart        CloseCode = 1012
 
-	CloseBadFrame      CloseCode = 4000
-	CloseTokenExpired  CloseCode = 4001
-	CloseSlowConsumer  CloseCode = 4002
-	CloseKicked        CloseCode = 4003
-	CloseRateLimited   CloseCode = 4004
-	CloseIdleTimeout   CloseCode = 4005
-	CloseReplaced      CloseCode = 4006
+	CloseBadFrame     CloseCode = 4000
+	CloseTokenExpired CloseCode = 4001
+	CloseSlowConsumer CloseCode = 4002
+	CloseKicked       CloseCode = 4003
+	CloseRateLimited  CloseCode = 4004
+	CloseIdleTimeout  CloseCode = 4005
+	CloseReplaced     CloseCode = 4006
 )
 
 var closeText = map[CloseCode]string{

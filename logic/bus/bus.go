@@ -1,0 +1,92 @@
+// Package bus is the message bus between edges and logic: one small interface with two
+// implementations that pass the same contract tests (bustest): Pulsar (pulsar-client-go) for the
+// cluster and Memory for the embedded single-process mode, with the same ordering semantics.
+//
+// Ordering: messages with the same Key published to one topic are delivered in publish order to
+// one consumer at a time (Key_Shared spreads keys across a subscription's consumers; Exclusive
+// and Failover give all keys to one consumer).
+//
+// Delivery: a Handler's nil return acknowledges the message; an error negatively acknowledges
+// it, and it is redelivered (to any consumer of the subscription) after the NackDelay. A
+// consumer that goes away with unacknowledged messages has them redelivered to another
+// consumer of the subscription.
+package bus
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors.
+var (
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("bus: closed")
+	// ErrFull is returned when the bounded publish queue is full: the message was NOT accepted.
+	ErrFull = errors.New("bus: publish queue full")
+	// ErrUnavailable wraps failures to reach the broker: the message was NOT accepted.
+	ErrUnavailable = errors.New("bus: unavailable")
+)
+
+// Message is what a producer publishes.
+type Message struct {
+	Key     string            // ordering key (the user id upstream); may be empty
+	Payload []byte            // a protocol envelope; the bus does not keep a reference after Publish returns... see Publish
+	Props   map[string]string // properties (trace context: protocol.PropTraceparent)
+}
+
+// Delivery is a consumed message.
+type Delivery struct {
+	Message
+	Topic        string
+	ID           string    // broker message id, for logs
+	Redeliveries int       // how many times it was delivered before
+	PublishTime  time.Time // when the broker accepted it
+}
+
+// SubMode is a subscription's sharing mode.
+type SubMode uint8
+
+const (
+	// Exclusive: one consumer (an edge on its own topic).
+	Exclusive SubMode = iota
+	// KeyShared: many consumers, each key to one consumer at a time (logic replicas).
+	KeyShared
+	// Failover: one active consumer, others standby.
+	Failover
+)
+
+// Handler handles one delivery. It is called from the subscription's goroutine(s): for one
+// key, never concurrently and in order. nil acknowledges; an error nacks (redelivery).
+type Handler func(ctx context.Context, d *Delivery) error
+
+// SubOptions configures Subscribe.
+type SubOptions struct {
+	Mode SubMode
+	// FromLatest starts a new subscription at the latest message instead of the earliest
+	// (edges: deliveries queued for a previous life of the edge are of no use).
+	FromLatest bool
+	// NackDelay is how long before a nacked message is redelivered. Zero means 1s.
+	NackDelay time.Duration
+}
+
+// Subscription is a live subscription; Close stops its consumer (unacked messages are
+// redelivered to other consumers).
+type Subscription interface {
+	Close() error
+}
+
+// Bus publishes and subscribes. Safe for concurrent use.
+type Bus interface {
+	// Publish sends m to topic asynchronously. done (never nil) is called exactly once, from a
+	// bus goroutine, when the broker accepted the message (nil) or when it failed (ErrFull,
+	// ErrUnavailable wrapping the cause, ErrClosed, ctx's error). Publish never blocks on the
+	// network; it copies nothing the caller may not reuse after done is called — the caller
+	// must not modify m.Payload until done runs.
+	Publish(ctx context.Context, topic string, m Message, done func(error))
+	// Subscribe starts consuming topic under subscription name sub. Handlers run until the
+	// Subscription is closed or ctx ends.
+	Subscribe(ctx context.Context, topic, sub string, opts SubOptions, h Handler) (Subscription, error)
+	// Close flushes pending publishes (within ctx-less bounded time) and closes everything.
+	Close() error
+}
