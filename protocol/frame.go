@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"unicode/utf8"
+)
 
 // Subprotocols negotiated with Sec-WebSocket-Protocol. A client that offers none gets JSON.
 const (
@@ -91,6 +94,8 @@ func checkFrame(f *Frame) error {
 		return ErrMissingType
 	case len(f.Type) > MaxTypeLen, len(f.ID) > MaxIDLen, len(f.Traceparent) > MaxTraceparentLen:
 		return ErrFieldTooBig
+	case !utf8.Valid(f.Type) || !utf8.Valid(f.ID) || !utf8.Valid(f.Traceparent):
+		return ErrMalformed
 	}
 	return nil
 }

@@ -199,7 +199,15 @@ func (s *scanner) eat(c byte) bool {
 
 // str scans a string and returns its content: a sub-slice of b when it has no escapes, an
 // unescaped copy otherwise.
-func (s *scanner) str() ([]byte, bool) {
+func (s *scanner) str() ([]byte, bool) { return s.scanStr(true) }
+
+// skipStr scans a string without unescaping it.
+func (s *scanner) skipStr() bool {
+	_, ok := s.scanStr(false)
+	return ok
+}
+
+func (s *scanner) scanStr(unescape bool) ([]byte, bool) {
 	if !s.eat('"') {
 		return nil, false
 	}
@@ -211,7 +219,7 @@ func (s *scanner) str() ([]byte, bool) {
 		case c == '"':
 			raw := s.b[start:s.i]
 			s.i++
-			if !escaped {
+			if !escaped || !unescape {
 				return raw, true
 			}
 			u, err := strconv.Unquote(`"` + string(raw) + `"`)
@@ -222,7 +230,9 @@ func (s *scanner) str() ([]byte, bool) {
 			return []byte(u), true
 		case c == '\\':
 			escaped = true
-			s.i += 2
+			if !s.escape() {
+				return nil, false
+			}
 		case c < 0x20:
 			return nil, false
 		default:
@@ -230,6 +240,30 @@ func (s *scanner) str() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// escape validates the escape sequence at s.i (a backslash) and moves past it.
+func (s *scanner) escape() bool {
+	if s.i+1 >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		s.i += 2
+		return true
+	case 'u':
+		if s.i+6 > len(s.b) {
+			return false
+		}
+		for _, h := range s.b[s.i+2 : s.i+6] {
+			if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+				return false
+			}
+		}
+		s.i += 6
+		return true
+	}
+	return false
 }
 
 func unescapeJSON(raw []byte) ([]byte, bool) {
@@ -283,8 +317,7 @@ func (s *scanner) value(depth int) bool {
 	s.ws()
 	switch c := s.peek(); {
 	case c == '"':
-		_, ok := s.str()
-		return ok
+		return s.skipStr()
 	case c == '{':
 		s.i++
 		s.ws()
@@ -293,7 +326,7 @@ func (s *scanner) value(depth int) bool {
 		}
 		for {
 			s.ws()
-			if _, ok := s.str(); !ok {
+			if !s.skipStr() {
 				return false
 			}
 			s.ws()

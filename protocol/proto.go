@@ -1,6 +1,10 @@
 package protocol
 
-import "google.golang.org/protobuf/encoding/protowire"
+import (
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 type protoCodec struct{}
 
@@ -53,6 +57,10 @@ func (protoCodec) DecodeFrame(b []byte, f *Frame) error {
 			return ErrMalformed
 		}
 		b = b[n:]
+	}
+	if len(f.Data) > 0 && (!utf8.Valid(f.Data) || !ValidJSON(f.Data)) {
+		// Data is relayed to JSON clients as is: it must be JSON in both forms.
+		return ErrMalformed
 	}
 	return checkFrame(f)
 }
