@@ -76,11 +76,11 @@ type RedisStore struct {
 	leaseMu sync.RWMutex
 	leases  map[string]leaseInfo
 
-	subMu   sync.Mutex
-	closed  bool
-	subs    map[*memSub]struct{}
-	ps      *redis.PubSub
-	psDone  chan struct{}
+	subMu  sync.Mutex
+	closed bool
+	subs   map[*memSub]struct{}
+	ps     *redis.PubSub
+	psDone chan struct{}
 }
 
 var _ Store = (*RedisStore)(nil)
