@@ -68,10 +68,16 @@ type SubOptions struct {
 	FromLatest bool
 	// NackDelay is how long before a nacked message is redelivered. Zero means 1s.
 	NackDelay time.Duration
+	// Ephemeral makes the subscription live only while it has consumers (Pulsar's
+	// non-durable subscription): nothing accumulates for it while nobody consumes, and a new
+	// life starts at FromLatest's position. Zero (false) means durable: the subscription's
+	// cursor survives its consumers, and a later Subscribe resumes where it stopped.
+	Ephemeral bool
 }
 
-// Subscription is a live subscription; Close stops its consumer (unacked messages are
-// redelivered to other consumers).
+// Subscription is one live consumer of a subscription; Close stops it (its unacked messages
+// are redelivered to other consumers). Close waits for a running handler to return, so it must
+// not be called from the handler itself.
 type Subscription interface {
 	Close() error
 }
@@ -82,7 +88,8 @@ type Bus interface {
 	// bus goroutine, when the broker accepted the message (nil) or when it failed (ErrFull,
 	// ErrUnavailable wrapping the cause, ErrClosed, ctx's error). Publish never blocks on the
 	// network; it copies nothing the caller may not reuse after done is called — the caller
-	// must not modify m.Payload until done runs.
+	// must not modify m.Payload until done runs. done is never called on the caller's
+	// goroutine inside Publish (a caller may hold a lock that done takes); it must not block.
 	Publish(ctx context.Context, topic string, m Message, done func(error))
 	// Subscribe starts consuming topic under subscription name sub. Handlers run until the
 	// Subscription is closed or ctx ends.
