@@ -21,7 +21,7 @@ export SB_STATE_DIR ?= $(CURDIR)/.run
 all: build
 
 build: $(MODULES:%=build/%)
-build/%:
+$(MODULES:%=build/%): build/%:
 	cd $* && $(GO) build ./...
 
 # install: idempotent; apt packages, the Pulsar distribution (cached in ~/.cache/switchboard), Go tools.
@@ -34,26 +34,26 @@ test: install
 
 test-all: $(MODULES:%=test/%)
 
-test/%:
+$(MODULES:%=test/%): test/%:
 	cd $* && $(GO) test -count=1 -tags integration -timeout 20m ./...
 
 unit: $(MODULES:%=unit/%)
-unit/%:
+$(MODULES:%=unit/%): unit/%:
 	cd $* && $(GO) test -count=1 ./...
 
 bench: $(MODULES:%=bench/%)
-bench/%:
+$(MODULES:%=bench/%): bench/%:
 	cd $* && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 fuzz: $(MODULES:%=fuzz/%)
-fuzz/%:
+$(MODULES:%=fuzz/%): fuzz/%:
 	@cd $* && for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; done
 
 lint: $(MODULES:%=lint/%)
-lint/%:
+$(MODULES:%=lint/%): lint/%:
 	cd $* && $(GO) vet ./... && test -z "$$(gofmt -l .)"
 
 services-up:
