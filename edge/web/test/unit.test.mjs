@@ -1,0 +1,186 @@
+// The client's mechanics against a scripted fake edge (hermetic: no Switchboard server needed).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { Switchboard, States, ErrorCodes, CloseCodes, SwitchboardError } from '../switchboard.js';
+import { startFakeEdge } from './fake-edge.mjs';
+import { eventually, next } from './helpers.mjs';
+
+function client(url, user, opts = {}) {
+  return new Switchboard(url, { user, WebSocket, backoff: { min: 20, max: 200 }, ackTimeout: 3000, ...opts });
+}
+
+async function setup(t, user = 'alice', opts = {}) {
+  const edge = await startFakeEdge();
+  const sb = client(edge.url, user, opts);
+  t.after(async () => { await sb.close(); await edge.close(); });
+  return { edge, sb };
+}
+
+test('unit: connect offers switchboard.v1.json, sends ?user=, reports states', async (t) => {
+  const { edge, sb } = await setup(t);
+  const states = [];
+  sb.on('state', (s) => states.push(s.state));
+  const w = await sb.connect();
+  assert.equal(w.user, 'alice');
+  assert.equal(edge.connects[0].protocol, 'switchboard.v1.json');
+  assert.deepEqual(states, [States.Connecting, States.Online]);
+  assert.equal(sb.state, States.Online);
+});
+
+test('unit: a token (or a token function) is sent as ?token= and wins over user', async (t) => {
+  let calls = 0;
+  const { edge, sb } = await setup(t, 'ignored', { token: async () => `t${++calls}` });
+  const w = await sb.connect();
+  assert.equal(w.user, 'tok:t1');
+  const again = next(sb, 'welcome');
+  edge.cut();
+  assert.equal((await again).user, 'tok:t2', 'the token function runs before every attempt');
+});
+
+test('unit: send resolves on ack, rejects with the error code, replies settle by id', async (t) => {
+  const { sb } = await setup(t);
+  await sb.connect();
+  const ack = await sb.send('echo', { a: 1 });
+  assert.equal(ack.type, 'ack');
+  await assert.rejects(sb.send('nope', {}), (err) => {
+    assert.ok(err instanceof SwitchboardError);
+    assert.equal(err.code, ErrorCodes.UnknownType);
+    assert.equal(err.type, 'nope');
+    return true;
+  });
+  const hist = await sb.send('chat.sync', { conv: 'x', after: 0 });
+  assert.equal(hist.type, 'chat.history', 'a reply delivery carrying the id settles the send');
+});
+
+test('unit: no ack within the timeout rejects with ETIMEOUT', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  edge.drop = (f) => f.type === 'echo';
+  await assert.rejects(sb.send('echo', {}, { timeout: 100 }), (err) => err.code === ErrorCodes.AckTimeout);
+});
+
+test('unit: frames sent while offline wait and go out after the welcome', async (t) => {
+  const { edge, sb } = await setup(t);
+  const p = sb.send('echo', { early: true }); // before connect()
+  const q = sb.send('echo', { fire: true }, { ack: false });
+  sb.connect();
+  assert.equal((await p).type, 'ack');
+  await q;
+  await eventually(() => edge.received.some((f) => f.data && f.data.fire), 'the fire-and-forget frame');
+});
+
+test('unit: unacked frames are resent with the same id after a reconnect', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  let dropped = 0;
+  edge.drop = (f) => f.type === 'echo' && dropped++ === 0;
+  const p = sb.send('echo', { n: 1 });
+  await eventually(() => dropped === 1, 'the first copy to be dropped');
+  edge.cut();
+  const ack = await p;
+  const copies = edge.received.filter((f) => f.type === 'echo');
+  assert.equal(copies.length, 2);
+  assert.equal(copies[0].id, copies[1].id);
+  assert.notEqual(copies[0].conn, copies[1].conn, 'resent on the new connection');
+  assert.equal(ack.id, copies[0].id);
+});
+
+test('unit: {resend:false} rejects with EDROPPED when the connection drops', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  edge.drop = (f) => f.type === 'echo';
+  const p = sb.send('echo', {}, { resend: false });
+  await eventually(() => edge.received.length > 0, 'the frame to arrive');
+  edge.cut();
+  await assert.rejects(p, (err) => err.code === ErrorCodes.Dropped);
+});
+
+test('unit: reconnect backoff grows exponentially with full jitter and resets on welcome', async (t) => {
+  const { edge, sb } = await setup(t, 'alice', { backoff: { min: 10, max: 80 } });
+  await sb.connect();
+  const delays = [];
+  sb.on('close', (ev) => ev.willReconnect && delays.push(ev.delay));
+  edge.refuseWith = 1011;
+  edge.cut();
+  await eventually(() => delays.length >= 6, '6 reconnect attempts', 10000);
+  const caps = [10, 20, 40, 80, 80, 80];
+  delays.slice(0, 6).forEach((d, i) => assert.ok(d >= 0 && d < caps[i], `delay ${i} = ${d} < ${caps[i]}`));
+  edge.refuseWith = null;
+  await next(sb, 'welcome', undefined, 5000);
+  assert.equal(sb.attempt, 0);
+});
+
+test('unit: move closes 1000 and reconnects only after delay_ms', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  const states = [];
+  sb.on('state', (s) => states.push(s.state));
+  const closed = next(sb, 'close');
+  const t0 = Date.now();
+  edge.inject({ type: 'move', data: { delay_ms: 300, reason: 'drain' } });
+  const ev = await closed;
+  assert.equal(ev.code, CloseCodes.Normal);
+  assert.equal(ev.moved, true);
+  await next(sb, 'welcome');
+  assert.ok(Date.now() - t0 >= 300, 'waited delay_ms');
+  assert.deepEqual(states, [States.Moving, States.Online]);
+  assert.equal(edge.connects.length, 2);
+  assert.ok(edge.connects[1].at - edge.connects[0].at >= 300);
+});
+
+test('unit: terminal close codes stop reconnecting', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  const closed = next(sb, 'close');
+  edge.closeAll(CloseCodes.Kicked, 'bye');
+  const ev = await closed;
+  assert.equal(ev.code, CloseCodes.Kicked);
+  assert.equal(ev.willReconnect, false);
+  assert.equal(sb.state, States.Offline);
+});
+
+test('unit: close() rejects pending sends with ECLOSED', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  edge.drop = () => true;
+  const p = sb.send('echo', {});
+  const rejected = assert.rejects(p, (err) => err.code === ErrorCodes.Closed);
+  await eventually(() => edge.received.length > 0, 'the frame to arrive');
+  await sb.close();
+  await rejected;
+  assert.equal(sb.state, States.Offline);
+});
+
+test('unit: chat resume fetches exactly the missed messages, paging, without duplicates', async (t) => {
+  const edge = await startFakeEdge();
+  const a = client(edge.url, 'alice');
+  const b = client(edge.url, 'bob');
+  t.after(async () => { await a.close(); await b.close(); await edge.close(); });
+  await Promise.all([a.connect(), b.connect()]);
+  const got = [];
+  b.on('chat.message', (m) => got.push(m));
+  await a.send('chat.send', { to: 'bob', text: 'live' });
+  await eventually(() => got.length === 1, 'the live message');
+  const conv = got[0].conv;
+  assert.equal(b.chatPositions[conv], 1);
+
+  await b.close();
+  for (let i = 1; i <= 5; i++) edge.chat('alice', 'bob', `missed ${i}`); // while b is offline
+  await b.connect();
+  await b.synced();
+  assert.deepEqual(got.map((m) => m.text), ['live', 'missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5']);
+  assert.ok(got.slice(1).every((m) => m.replayed === true));
+  assert.equal(b.chatPositions[conv], 6);
+  const syncs = edge.received.filter((f) => f.type === 'chat.sync' && f.data.conv === conv);
+  assert.deepEqual(syncs.map((f) => f.data.after), [1, 3, 5], 'paged from the last seq seen');
+
+  // A live duplicate (at-least-once redelivery) is swallowed.
+  edge.inject({ type: 'chat.message', data: { conv, seq: 6, from: 'alice', text: 'missed 5' } });
+  await sb_roundtrip(b);
+  assert.equal(got.length, 6);
+});
+
+async function sb_roundtrip(sb) {
+  await sb.send('echo', {}); // the fake edge answers in order: everything before it was handled
+}
