@@ -1,0 +1,594 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MemoryConfig configures NewMemory. The zero value is ready to use.
+type MemoryConfig struct {
+	// QueueSize bounds the publish queue: messages accepted by Publish and not yet appended to
+	// their topic. A Publish that finds it full fails with ErrFull. Zero means 4096.
+	QueueSize int
+	// MaxBacklog bounds each subscription's backlog (messages not yet acknowledged, including
+	// those waiting for a nack redelivery). A message published to a topic with a subscription
+	// at the bound fails with ErrFull. Zero means 100000.
+	MaxBacklog int
+	// Retain is how many of a persistent topic's latest messages are kept for subscriptions
+	// created later from the earliest position (Pulsar keeps them in its ledger until they are
+	// trimmed). Non-persistent topics retain nothing. Zero means 1024; negative keeps none.
+	Retain int
+	// ReceiverQueue is how many messages one consumer may hold unacknowledged (being handled
+	// or waiting for its handler) before the subscription gives it no more. Zero means 1000,
+	// Pulsar's default receiver queue.
+	ReceiverQueue int
+}
+
+// Memory is the in-process Bus for the embedded single-process mode, with Pulsar's semantics:
+// per-key order, Key_Shared / Exclusive / Failover subscriptions, ack / nack with redelivery
+// after the NackDelay, redelivery of a closed consumer's unacknowledged messages, durable
+// subscriptions (a subscription keeps collecting messages while it has no consumer, unless it
+// is Ephemeral) and a bounded publish queue.
+//
+// Publish copies the message, so the caller may reuse m.Payload as soon as Publish returns.
+// Each Delivery has its own copy of the payload and properties.
+type Memory struct {
+	cfg   MemoryConfig
+	notes *notifier
+
+	closeMu sync.RWMutex
+	closed  bool        // guarded by closeMu
+	pubq    chan pubReq // sent to under closeMu.RLock, closed under closeMu.Lock
+	flushed chan struct{}
+
+	mu     sync.Mutex
+	topics map[string]*memTopic // guarded by mu
+}
+
+var _ Bus = (*Memory)(nil)
+
+type pubReq struct {
+	ctx   context.Context
+	topic string
+	m     Message
+	done  func(error)
+}
+
+// NewMemory returns a running in-memory bus. Close stops it.
+func NewMemory(cfg MemoryConfig) (*Memory, error) {
+	if cfg.QueueSize < 0 || cfg.MaxBacklog < 0 || cfg.ReceiverQueue < 0 {
+		return nil, errors.New("bus: memory: negative QueueSize, MaxBacklog or ReceiverQueue")
+	}
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = 4096
+	}
+	if cfg.MaxBacklog == 0 {
+		cfg.MaxBacklog = 100000
+	}
+	if cfg.Retain == 0 {
+		cfg.Retain = 1024
+	} else if cfg.Retain < 0 {
+		cfg.Retain = 0
+	}
+	if cfg.ReceiverQueue == 0 {
+		cfg.ReceiverQueue = 1000
+	}
+	b := &Memory{
+		cfg:     cfg,
+		notes:   newNotifier(),
+		pubq:    make(chan pubReq, cfg.QueueSize),
+		flushed: make(chan struct{}),
+		topics:  make(map[string]*memTopic),
+	}
+	go b.appendLoop()
+	return b, nil
+}
+
+// Publish implements Bus. done is called from the bus's append goroutine (accepted, or the
+// ctx ended while queued) or its notifier goroutine (refused: ErrFull, ErrClosed); it must
+// not block.
+func (b *Memory) Publish(ctx context.Context, topic string, m Message, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	if topic == "" {
+		b.notes.post(done, errors.New("bus: publish: empty topic"))
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		b.notes.post(done, fmt.Errorf("bus: publish: %w", err))
+		return
+	}
+	m = copyMessage(m)
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		b.notes.post(done, ErrClosed)
+		return
+	}
+	select {
+	case b.pubq <- pubReq{ctx, topic, m, done}:
+		b.closeMu.RUnlock()
+	default:
+		b.closeMu.RUnlock()
+		b.notes.post(done, ErrFull)
+	}
+}
+
+func copyMessage(m Message) Message {
+	if m.Payload != nil {
+		m.Payload = slices.Clone(m.Payload)
+	}
+	if m.Props != nil {
+		p := make(map[string]string, len(m.Props))
+		for k, v := range m.Props {
+			p[k] = v
+		}
+		m.Props = p
+	}
+	return m
+}
+
+// appendLoop owns the publish queue: it appends each message to its topic, in publish
+// order, and reports the outcome. It exits when Close closes the queue, once it is drained.
+func (b *Memory) appendLoop() {
+	defer close(b.flushed)
+	for r := range b.pubq {
+		if err := r.ctx.Err(); err != nil {
+			r.done(fmt.Errorf("bus: publish: %w", err))
+			continue
+		}
+		r.done(b.topic(r.topic).append(r.m))
+	}
+}
+
+func (b *Memory) topic(name string) *memTopic {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.topics[name]
+	if t == nil {
+		retain := b.cfg.Retain
+		if strings.HasPrefix(name, "non-persistent://") {
+			retain = 0
+		}
+		t = &memTopic{b: b, name: name, retain: retain, subs: make(map[string]*memSub)}
+		b.topics[name] = t
+	}
+	return t
+}
+
+// Subscribe implements Bus. Calling it several times with the same sub adds consumers to one
+// subscription (KeyShared spreads keys across them; Failover keeps the others standby;
+// Exclusive refuses a second consumer). The handler runs on the consumer's own goroutine.
+func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptions, h Handler) (Subscription, error) {
+	if topic == "" || sub == "" || h == nil {
+		return nil, errors.New("bus: subscribe: empty topic, subscription or nil handler")
+	}
+	if opts.Mode > Failover {
+		return nil, fmt.Errorf("bus: subscribe %s: unknown mode %d", topic, opts.Mode)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", topic, err)
+	}
+	nack := opts.NackDelay
+	if nack <= 0 {
+		nack = time.Second
+	}
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	t := b.topic(topic)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.subs[sub]
+	if s == nil {
+		s = &memSub{t: t, name: sub, mode: opts.Mode, ephemeral: opts.Ephemeral, nackDelay: nack,
+			owners: make(map[string]*keyOwner), timers: make(map[*time.Timer]struct{})}
+		if !opts.FromLatest {
+			for _, m := range t.retainedView() {
+				s.backlog = append(s.backlog, &entry{msg: m})
+			}
+			s.held = len(s.backlog)
+		}
+		t.subs[sub] = s
+	} else if s.mode != opts.Mode {
+		return nil, fmt.Errorf("bus: subscribe %s/%s: subscription exists with another mode", topic, sub)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mode == Exclusive && len(s.consumers) > 0 {
+		return nil, fmt.Errorf("bus: subscribe %s/%s: exclusive subscription has a consumer", topic, sub)
+	}
+	if s.nackDelay != nack {
+		s.nackDelay = nack // the latest consumer's setting wins, as the options of one sub should agree
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &memConsumer{s: s, h: h, ctx: cctx, cancel: cancel, unacked: make(map[*entry]struct{}),
+		wake: make(chan struct{}, 1), exited: make(chan struct{})}
+	s.consumers = append(s.consumers, c)
+	go c.run()
+	s.dispatch()
+	c.stopAfter = context.AfterFunc(ctx, c.close)
+	return (*memSubscription)(c), nil
+}
+
+// Close flushes the publish queue (every accepted message reaches its topic and its done is
+// called), stops every consumer (waiting for running handlers to return) and drops the
+// topics. Later calls return nil.
+func (b *Memory) Close() error {
+	b.closeMu.Lock()
+	if b.closed {
+		b.closeMu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.pubq)
+	b.closeMu.Unlock()
+	<-b.flushed
+
+	b.mu.Lock()
+	topics := b.topics
+	b.topics = make(map[string]*memTopic)
+	b.mu.Unlock()
+	var cs []*memConsumer
+	for _, t := range topics {
+		t.mu.Lock()
+		for _, s := range t.subs {
+			s.mu.Lock()
+			s.closed = true
+			for tm := range s.timers {
+				tm.Stop()
+			}
+			clear(s.timers)
+			cs = append(cs, s.consumers...)
+			s.mu.Unlock()
+		}
+		t.mu.Unlock()
+	}
+	for _, c := range cs {
+		c.close()
+	}
+	b.notes.wait()
+	return nil
+}
+
+type memTopic struct {
+	b      *Memory
+	name   string
+	retain int
+
+	mu       sync.Mutex // taken before any memSub.mu
+	seq      uint64
+	retained []*memMsg          // the latest messages, at most retain; guarded by mu
+	subs     map[string]*memSub // guarded by mu
+}
+
+type memMsg struct {
+	seq uint64
+	m   Message
+	at  time.Time
+}
+
+func (t *memTopic) append(m Message) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.subs {
+		s.mu.Lock()
+		full := s.held >= t.b.cfg.MaxBacklog
+		s.mu.Unlock()
+		if full {
+			return fmt.Errorf("%w: subscription %s of %s has %d unacknowledged messages", ErrFull, s.name, t.name, t.b.cfg.MaxBacklog)
+		}
+	}
+	t.seq++
+	msg := &memMsg{seq: t.seq, m: m, at: time.Now()}
+	if t.retain > 0 {
+		if len(t.retained) >= 2*t.retain {
+			n := copy(t.retained, t.retained[len(t.retained)-t.retain+1:])
+			clear(t.retained[n:])
+			t.retained = t.retained[:n]
+		}
+		t.retained = append(t.retained, msg)
+	}
+	for _, s := range t.subs {
+		s.mu.Lock()
+		s.backlog = append(s.backlog, &entry{msg: msg})
+		s.held++
+		s.dispatch()
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// retainedView is t.retained limited to the latest retain messages (the slice may hold up to
+// twice as many). Called with t.mu held.
+func (t *memTopic) retainedView() []*memMsg {
+	if len(t.retained) > t.retain {
+		return t.retained[len(t.retained)-t.retain:]
+	}
+	return t.retained
+}
+
+type memSub struct {
+	t         *memTopic
+	name      string
+	mode      SubMode
+	ephemeral bool
+
+	mu        sync.Mutex
+	nackDelay time.Duration        // guarded by mu
+	backlog   []*entry             // undispatched, sorted by seq; guarded by mu
+	consumers []*memConsumer       // in join order; consumers[0] is Failover's active one; guarded by mu
+	owners    map[string]*keyOwner // KeyShared: the consumer holding unacked messages of a key; guarded by mu
+	held      int                  // unacknowledged messages (backlog, dispatched, awaiting nack redelivery)
+	timers    map[*time.Timer]struct{}
+	closed    bool // the bus closed or the (ephemeral) subscription was removed
+}
+
+type entry struct {
+	msg          *memMsg
+	redeliveries int
+}
+
+type keyOwner struct {
+	c *memConsumer
+	n int // entries of the key dispatched to c and not yet acked or nacked
+}
+
+// dispatch hands backlog entries to consumers with room, keeping per-key order: an entry of a
+// key goes to the consumer already holding that key's unacked entries, else to the key's hash
+// slot (KeyShared) or the first consumer; a key that cannot move on blocks its later entries.
+// Called with s.mu held.
+func (s *memSub) dispatch() {
+	if s.closed || len(s.consumers) == 0 || len(s.backlog) == 0 {
+		return
+	}
+	limit := s.t.b.cfg.ReceiverQueue
+	avail := 0
+	for _, c := range s.consumers {
+		if len(c.unacked) < limit {
+			avail++
+		}
+	}
+	var blocked map[string]struct{}
+	keep := s.backlog[:0]
+	for i := 0; i < len(s.backlog); i++ {
+		if avail == 0 {
+			keep = append(keep, s.backlog[i:]...)
+			break
+		}
+		e := s.backlog[i]
+		key := e.msg.m.Key
+		var c *memConsumer
+		if s.mode == KeyShared {
+			if _, ok := blocked[key]; ok {
+				keep = append(keep, e)
+				continue
+			}
+			if o := s.owners[key]; o != nil {
+				c = o.c
+			} else {
+				c = s.consumers[hashKey(key)%uint32(len(s.consumers))]
+			}
+		} else {
+			c = s.consumers[0]
+		}
+		if len(c.unacked) >= limit {
+			if s.mode != KeyShared {
+				keep = append(keep, s.backlog[i:]...)
+				break
+			}
+			if blocked == nil {
+				blocked = make(map[string]struct{})
+			}
+			blocked[key] = struct{}{}
+			keep = append(keep, e)
+			continue
+		}
+		c.queue = append(c.queue, e)
+		c.unacked[e] = struct{}{}
+		if len(c.unacked) == limit {
+			avail--
+		}
+		if s.mode == KeyShared {
+			if o := s.owners[key]; o != nil {
+				o.n++
+			} else {
+				s.owners[key] = &keyOwner{c: c, n: 1}
+			}
+		}
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	clear(s.backlog[len(keep):])
+	s.backlog = keep
+}
+
+// release drops e from c's unacked entries. Called with s.mu held.
+func (s *memSub) release(c *memConsumer, e *entry) {
+	delete(c.unacked, e)
+	if s.mode != KeyShared {
+		return
+	}
+	if o := s.owners[e.msg.m.Key]; o != nil && o.c == c {
+		if o.n--; o.n <= 0 {
+			delete(s.owners, e.msg.m.Key)
+		}
+	}
+}
+
+// requeue puts entries back into the backlog in seq order. Called with s.mu held.
+func (s *memSub) requeue(es []*entry) {
+	if len(es) == 0 {
+		return
+	}
+	s.backlog = append(s.backlog, es...)
+	slices.SortStableFunc(s.backlog, func(a, b *entry) int {
+		switch {
+		case a.msg.seq < b.msg.seq:
+			return -1
+		case a.msg.seq > b.msg.seq:
+			return 1
+		}
+		return 0
+	})
+}
+
+// settle acks (err == nil) or nacks e after c's handler returned.
+func (s *memSub) settle(c *memConsumer, e *entry, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := c.unacked[e]; !ok {
+		return
+	}
+	s.release(c, e)
+	if err == nil {
+		s.held--
+		s.dispatch()
+		return
+	}
+	e.redeliveries++
+	if s.closed {
+		return
+	}
+	var tm *time.Timer
+	tm = time.AfterFunc(s.nackDelay, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.timers[tm]; !ok {
+			return // stopped by Close
+		}
+		delete(s.timers, tm)
+		s.requeue([]*entry{e})
+		s.dispatch()
+	})
+	s.timers[tm] = struct{}{}
+	s.dispatch()
+}
+
+func hashKey(k string) uint32 { // FNV-1a
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h ^= uint32(k[i])
+		h *= 16777619
+	}
+	return h
+}
+
+type memConsumer struct {
+	s      *memSub
+	h      Handler
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{} // capacity 1: "queue may be non-empty"
+	exited chan struct{} // closed when run returns
+
+	queue   []*entry            // dispatched, not yet handed to h; guarded by s.mu
+	unacked map[*entry]struct{} // dispatched and neither acked nor nacked; guarded by s.mu
+
+	stopAfter func() bool // stops the AfterFunc watching the Subscribe ctx; set before Subscribe returns
+	closeOnce sync.Once
+}
+
+func (c *memConsumer) run() {
+	defer close(c.exited)
+	s := c.s
+	for {
+		s.mu.Lock()
+		var e *entry
+		if len(c.queue) > 0 {
+			e = c.queue[0]
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+		}
+		s.mu.Unlock()
+		if e == nil {
+			select {
+			case <-c.wake:
+				continue
+			case <-c.ctx.Done():
+				return
+			}
+		}
+		if c.ctx.Err() != nil {
+			return // e stays unacked: close requeues it
+		}
+		m := copyMessage(e.msg.m)
+		d := &Delivery{Message: m, Topic: s.t.name, ID: strconv.FormatUint(e.msg.seq, 10),
+			Redeliveries: e.redeliveries, PublishTime: e.msg.at}
+		err := c.h(c.ctx, d)
+		if err != nil && c.ctx.Err() != nil {
+			return // failed because the consumer is closing: close redelivers e at once, not after the NackDelay
+		}
+		s.settle(c, e, err)
+	}
+}
+
+// close stops c: cancels its handler's ctx, waits for the handler to return, and hands c's
+// unacknowledged entries back to the subscription for the remaining consumers.
+func (c *memConsumer) close() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		<-c.exited
+		s := c.s
+		s.mu.Lock()
+		if c.stopAfter != nil { // set under s.mu by Subscribe
+			c.stopAfter()
+		}
+		if i := slices.Index(s.consumers, c); i >= 0 {
+			s.consumers = slices.Delete(s.consumers, i, i+1)
+		}
+		es := make([]*entry, 0, len(c.unacked))
+		for e := range c.unacked {
+			es = append(es, e)
+		}
+		for _, e := range es {
+			s.release(c, e)
+			e.redeliveries++
+		}
+		c.queue = nil
+		s.requeue(es)
+		s.dispatch()
+		drop := s.ephemeral && len(s.consumers) == 0 && !s.closed
+		s.mu.Unlock()
+		if drop {
+			s.t.dropIfIdle(s)
+		}
+	})
+}
+
+// dropIfIdle removes an ephemeral subscription that has no consumer left.
+func (t *memTopic) dropIfIdle(s *memSub) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.consumers) > 0 || t.subs[s.name] != s {
+		return
+	}
+	delete(t.subs, s.name)
+	s.closed = true
+	for tm := range s.timers {
+		tm.Stop()
+	}
+	clear(s.timers)
+}
+
+type memSubscription memConsumer
+
+// Close implements Subscription. It waits for a running handler to return, so it must not be
+// called from the subscription's own handler.
+func (m *memSubscription) Close() error {
+	(*memConsumer)(m).close()
+	return nil
+}
