@@ -4,17 +4,39 @@
 // connections and inject server frames. The interop tests (client.test.mjs, chat.test.mjs) run
 // against the real edge instead.
 import { WebSocketServer } from 'ws';
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 
-export async function startFakeEdge() {
+const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json' };
+
+/** With {serve: true} the fake edge also serves the demo page (like the embedded binary). */
+export async function startFakeEdge({ serve = false, port = 0 } = {}) {
+  const server = http.createServer(async (req, res) => {
+    const p = new URL(req.url, 'http://x').pathname;
+    if (!serve) return res.writeHead(404).end();
+    if (p === '/config.json') return res.writeHead(200, { 'content-type': TYPES['.json'] }).end('{"ws":"ws","auth":"dev"}');
+    const file = p === '/switchboard.js' ? path.join(webDir, 'switchboard.js')
+      : path.join(webDir, 'demo', p === '/' ? 'index.html' : path.normalize(p).replace(/^(\.\.[/\\])+/, ''));
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
   const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
+    server,
+    path: '/ws',
     handleProtocols: (protocols) => (protocols.has('switchboard.v1.json') ? 'switchboard.v1.json' : false),
   });
-  await new Promise((r) => wss.once('listening', r));
   let nextConn = 1;
   const edge = {
-    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    url: `ws://127.0.0.1:${server.address().port}/ws`,
+    httpURL: `http://127.0.0.1:${server.address().port}/`,
     conns: new Set(),
     received: [], // every client frame, parsed, with .conn
     connects: [], // {conn, user, token, at}
@@ -48,19 +70,27 @@ export async function startFakeEdge() {
     async close() {
       for (const c of edge.conns) c.ws.terminate();
       await new Promise((r) => wss.close(r));
+      await new Promise((r) => server.close(r));
     },
   };
 
   wss.on('connection', (ws, req) => {
     const q = new URL(req.url, 'http://x').searchParams;
-    const c = { ws, conn: String(nextConn++), user: q.get('token') ? `tok:${q.get('token')}` : q.get('user') };
+    const c = { ws, conn: String(nextConn++), user: q.get('token') ? `tok:${q.get('token')}` : q.get('user'), rooms: new Set(), groups: new Set() };
     edge.connects.push({ conn: c.conn, user: c.user, token: q.get('token'), at: Date.now(), protocol: ws.protocol });
     if (edge.refuseWith) {
       ws.close(edge.refuseWith, 'refused');
       return;
     }
     edge.conns.add(c);
-    ws.on('close', () => edge.conns.delete(c));
+    ws.on('close', () => {
+      edge.conns.delete(c);
+      for (const r of c.rooms) counts(r);
+    });
+    const roomSend = (r, frame) => {
+      for (const o of edge.conns) if (o.rooms.has(r)) o.ws.send(JSON.stringify(frame));
+    };
+    const counts = (r) => roomSend(r, { type: 'danmaku.count', data: { room: r, online: [...edge.conns].filter((o) => o.rooms.has(r)).length } });
     ws.on('error', () => {});
     ws.send(JSON.stringify({ type: 'welcome', data: { conn: c.conn, user: c.user, edge: 'fake' } }));
     ws.on('message', (raw) => {
@@ -81,8 +111,31 @@ export async function startFakeEdge() {
           ack();
           send({ type: 'echo', data: d });
           return;
+        case 'danmaku.join':
+          c.rooms.add(d.room);
+          ack();
+          counts(d.room);
+          return;
+        case 'danmaku.send':
+          ack();
+          roomSend(d.room, { type: 'danmaku.batch', data: { room: d.room, items: [{ user: c.user, text: d.text, color: d.color, paid: d.paid }] } });
+          return;
+        case 'chat.join':
+          c.groups.add(d.group);
+          ack();
+          return;
         case 'chat.send': {
           ack();
+          if (d.group) {
+            const conv = `g:${d.group}`;
+            let log = edge.convs.get(conv);
+            if (!log) edge.convs.set(conv, (log = []));
+            const m = { conv, seq: log.length + 1, from: c.user, group: d.group, text: d.text, mid: d.mid };
+            log.push(m);
+            for (const o of edge.conns) if (o.groups.has(d.group)) o.ws.send(JSON.stringify({ type: 'chat.message', data: m }));
+            send({ type: 'chat.sent', id: f.id, data: { conv, seq: m.seq, mid: d.mid } });
+            return;
+          }
           const m = edge.chat(c.user, d.to, d.text);
           send({ type: 'chat.sent', id: f.id, data: { conv: m.conv, seq: m.seq, mid: d.mid } });
           return;
@@ -109,4 +162,10 @@ export async function startFakeEdge() {
     });
   });
   return edge;
+}
+
+// `node test/fake-edge.mjs [port]` serves the demo page against the fake edge (page development).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const edge = await startFakeEdge({ serve: true, port: Number(process.argv[2] || 0) });
+  console.log(`fake edge: page ${edge.httpURL}  websocket ${edge.url}`);
 }
