@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# bench-compare: the same wsload scenarios, in one run, against every available target, then
+# a report in loadtest/results/<date>/ (README.md with tables, PNG charts, raw JSON).
+#
+#   loadtest/compare.sh                       # all targets, all scenarios, default sizes
+#   loadtest/compare.sh --targets hub,centrifugo --scenarios fanout --fanout-members 2000
+#   loadtest/compare.sh --quick               # small, fast smoke run
+#
+# Targets (each started fresh per scenario on its own port, measured by pid, then stopped):
+#   switchboard          embedded Switchboard: $SWITCHBOARD_CMD, or a binary built from
+#                        ./edge/cmd/switchboard; listens on $SWITCHBOARD_URL (ws://127.0.0.1:18080/ws)
+#   switchboard-cluster  an already running `make cluster`: $SWITCHBOARD_CLUSTER_URLS (comma
+#                        separated edge ws URLs) and $SWITCHBOARD_CLUSTER_PIDS (edge pids)
+#   centrifugo           Centrifugo v5.4.9, memory engine (built by tools/centrifugo/build.sh)
+#   centrifugo-redis     Centrifugo v5.4.9, Redis engine on $SB_REDIS_ADDR (.run/env)
+#   hub                  the naive gorilla/websocket hub (cmd/hub)
+# A target that is not available is skipped with a message; no figure is ever made up.
+set -euo pipefail
+
+LT="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$LT/.." && pwd)"
+BIN="${SB_BIN:-$HOME/.cache/switchboard/bin}"
+TARGETS="switchboard,switchboard-cluster,centrifugo,centrifugo-redis,hub"
+SCENARIOS="idle,fanout,chat,storm"
+IDLE_CONNS=5000
+FANOUT_MEMBERS=2000
+FANOUT_RATE=20
+SIZE=100
+DURATION=10s
+CHAT_PAIRS=500
+CHAT_RATE=1000
+STORM_CONNS=3000
+HOLD=15s
+OUT=""
+EXTRA=()
+
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --targets) TARGETS="$2"; shift 2 ;;
+    --scenarios) SCENARIOS="$2"; shift 2 ;;
+    --idle-conns) IDLE_CONNS="$2"; shift 2 ;;
+    --fanout-members) FANOUT_MEMBERS="$2"; shift 2 ;;
+    --fanout-rate) FANOUT_RATE="$2"; shift 2 ;;
+    --size) SIZE="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --chat-pairs) CHAT_PAIRS="$2"; shift 2 ;;
+    --chat-rate) CHAT_RATE="$2"; shift 2 ;;
+    --storm-conns) STORM_CONNS="$2"; shift 2 ;;
+    --hold) HOLD="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --quick) IDLE_CONNS=500; FANOUT_MEMBERS=300; CHAT_PAIRS=100; CHAT_RATE=200; STORM_CONNS=500
+             DURATION=3s; HOLD=3s; shift ;;
+    --) shift; EXTRA=("$@"); break ;;
+    -h|--help) usage 0 ;;
+    *) echo "compare.sh: unknown flag $1" >&2; usage 2 ;;
+  esac
+done
+[ -n "$OUT" ] || OUT="$LT/results/$(date -u +%Y-%m-%d)"
+RAW="$OUT/raw"
+mkdir -p "$RAW" "$BIN"
+WORK="$(mktemp -d)"
+LOG="$OUT/run.log"
+: > "$LOG"
+SKIPPED=()
+say() { echo "compare: $*" | tee -a "$LOG" >&2; case "$*" in skip*) SKIPPED+=("${*#skip }") ;; esac; }
+
+# ---- build the tools -------------------------------------------------------------------
+say "building wsload, hub, benchreport"
+(cd "$LT" && go build -o "$WORK/" ./cmd/wsload ./cmd/hub ./cmd/benchreport)
+WSLOAD="$WORK/wsload"
+
+[ -f "$ROOT/.run/env" ] && . "$ROOT/.run/env" || true
+
+PID=""
+stop_target() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill "$PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  PID=""
+}
+trap 'stop_target; rm -rf "$WORK"' EXIT
+
+port_of() { local hp="${1#ws://}"; hp="${hp%%/*}"; echo "${hp##*:}"; }
+host_of() { local hp="${1#ws://}"; hp="${hp%%/*}"; echo "${hp%:*}"; }
+port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+wait_port() { # host port pid
+  for _ in $(seq 200); do
+    port_busy "$1" "$2" && return 0
+    kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_target NAME: sets URLS, PIDS, PROTO, or returns 1 with a message.
+SB_CMD_BUILT=""
+start_target() {
+  local name="$1" url
+  case "$name" in
+    hub)
+      url="ws://127.0.0.1:18090/ws"; PROTO=naive
+      port_busy 127.0.0.1 18090 && { say "skip hub: port 18090 in use"; return 1; }
+      "$WORK/hub" -addr 127.0.0.1:18090 >>"$LOG" 2>&1 & PID=$! ;;
+    centrifugo|centrifugo-redis)
+      url="ws://127.0.0.1:18000/connection/websocket"; PROTO=centrifugo
+      if [ ! -x "$BIN/centrifugo" ]; then
+        say "building Centrifugo v5.4.9 (tools/centrifugo/build.sh)"
+        "$LT/tools/centrifugo/build.sh" >>"$LOG" 2>&1 || { say "skip $name: Centrifugo does not build (see $LOG)"; return 1; }
+      fi
+      port_busy 127.0.0.1 18000 && { say "skip $name: port 18000 in use"; return 1; }
+      local conf="$LT/tools/centrifugo/config-memory.json"
+      if [ "$name" = centrifugo-redis ]; then
+        if [ -z "${SB_REDIS_ADDR:-}" ]; then say "skip $name: SB_REDIS_ADDR not set (source .run/env)"; return 1; fi
+        if ! port_busy "${SB_REDIS_ADDR%:*}" "${SB_REDIS_ADDR##*:}"; then say "skip $name: Redis $SB_REDIS_ADDR unreachable"; return 1; fi
+        conf="$WORK/centrifugo-redis.json"
+        sed -e "s|redis://127.0.0.1:16379|redis://$SB_REDIS_ADDR|" \
+            -e "s|\"engine\": \"redis\",|\"engine\": \"redis\",\n  \"redis_prefix\": \"lt$RANDOM$RANDOM\",|" \
+            "$LT/tools/centrifugo/config-redis.json" > "$conf"
+      fi
+      "$BIN/centrifugo" -c "$conf" --port 18000 >>"$LOG" 2>&1 & PID=$! ;;
+    switchboard)
+      url="${SWITCHBOARD_URL:-ws://127.0.0.1:18080/ws}"; PROTO=switchboard
+      local cmd="${SWITCHBOARD_CMD:-}"
+      if [ -z "$cmd" ]; then
+        if [ -z "$SB_CMD_BUILT" ]; then
+          if [ ! -d "$ROOT/edge/cmd/switchboard" ]; then
+            say "skip switchboard: no ./edge/cmd/switchboard yet and SWITCHBOARD_CMD not set"; return 1
+          fi
+          (cd "$ROOT/edge" && go build -o "$WORK/switchboard" ./cmd/switchboard) >>"$LOG" 2>&1 \
+            || { say "skip switchboard: ./edge/cmd/switchboard does not build (see $LOG)"; return 1; }
+          SB_CMD_BUILT=1
+        fi
+        cmd="$WORK/switchboard -addr $(host_of "$url"):$(port_of "$url")"
+      fi
+      port_busy "$(host_of "$url")" "$(port_of "$url")" && { say "skip switchboard: $url already in use"; return 1; }
+      # shellcheck disable=SC2086
+      $cmd >>"$LOG" 2>&1 & PID=$! ;;
+    switchboard-cluster)
+      if [ -z "${SWITCHBOARD_CLUSTER_URLS:-}" ] || [ -z "${SWITCHBOARD_CLUSTER_PIDS:-}" ]; then
+        say "skip switchboard-cluster: start \`make cluster\` and set SWITCHBOARD_CLUSTER_URLS and SWITCHBOARD_CLUSTER_PIDS"
+        return 1
+      fi
+      URLS="$SWITCHBOARD_CLUSTER_URLS"; PIDS="$SWITCHBOARD_CLUSTER_PIDS"; PROTO=switchboard; PID=""
+      return 0 ;;
+    *) say "skip $name: unknown target"; return 1 ;;
+  esac
+  if ! wait_port "$(host_of "$url")" "$(port_of "$url")" "$PID"; then
+    say "skip $name: did not come up on $url (see $LOG)"; stop_target; return 1
+  fi
+  URLS="$url"; PIDS="$PID"
+}
+
+# ---- methodology ------------------------------------------------------------------------
+META="$OUT/methodology.md"
+CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | head -1 || echo 'not built')"
+{
+  echo "Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -sr), $(nproc) cores, $(go version | cut -d' ' -f3),"
+  echo "commit \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\`. Command: \`loadtest/compare.sh --targets $TARGETS --scenarios $SCENARIOS\`."
+  echo
+  echo "## Methodology"
+  echo
+  echo "- Generator: \`wsload\` (loadtest/cmd/wsload) on the same machine as the target; connections"
+  echo "  from 127.0.0.2–127.0.0.17, a worker process per ≤ 18,000 connections. Every target is"
+  echo "  started fresh for each scenario and measured from the outside by pid (/proc/<pid>/stat"
+  echo "  utime+stime, /proc/<pid>/status VmRSS), so the generator's own CPU is never counted."
+  echo "- Systems: Switchboard embedded (\`edge/cmd/switchboard\`, in-memory bus and presence);"
+  echo "  Switchboard cluster (Pulsar + Redis, edges measured); Centrifugo ($CF_VER, insecure client"
+  echo "  mode, memory engine / Redis engine, configs in loadtest/tools/centrifugo/); the naive hub"
+  echo "  (gorilla/websocket v1.5.3, two goroutines per connection, loadtest/cmd/hub)."
+  echo "- idle: $IDLE_CONNS connections, client ping every 25 s, 3 s settle then a $HOLD window."
+  echo "  *RSS per conn* = (RSS at the end − RSS before the first connection) / connections;"
+  echo "  *CPU-s/s per 100k conns* = target CPU over the window ÷ window ÷ connections × 100,000."
+  echo "- fanout: $FANOUT_MEMBERS members in one room plus a publisher; $FANOUT_RATE msgs/s of $SIZE B for"
+  echo "  $DURATION. *Deliveries* are messages received by members (timestamp in the payload gives"
+  echo "  latency, HdrHistogram); *expected* = sent × members; *deliveries per CPU-s* = deliveries ÷"
+  echo "  target CPU from \"go\" to 2 s after the last send. Switchboard merges room deliveries into"
+  echo "  batches (danmaku.batch): one delivery = one message reaching one member, whatever the framing."
+  echo "- chat: $CHAT_PAIRS pairs, A → B direct message, B answers, A measures the round trip; $CHAT_RATE"
+  echo "  msgs/s over all pairs for $DURATION. *Messages per CPU-s* counts both directions."
+  echo "- storm: $STORM_CONNS clients dial at once (≤ 2,000 dials in flight per worker); *handshake* ="
+  echo "  dial → the server's welcome (Centrifugo: connect reply); *handshakes per CPU-s* ="
+  echo "  connections ÷ target CPU over the storm."
+  echo "- Shared 2-core box: absolute rates are modest and vary between runs; compare systems within"
+  echo "  one run. Figures of a skipped target are absent, never estimated."
+  echo
+  echo "## Commands"
+  echo
+} > "$META"
+
+# ---- run --------------------------------------------------------------------------------
+IFS=, read -r -a TLIST <<< "$TARGETS"
+IFS=, read -r -a SLIST <<< "$SCENARIOS"
+for t in "${TLIST[@]}"; do
+  for s in "${SLIST[@]}"; do
+    URLS=""; PIDS=""; PROTO=""
+    start_target "$t" || break
+    case "$s" in
+      idle)   args=(-conns "$IDLE_CONNS" -hold "$HOLD") ;;
+      fanout) args=(-conns "$FANOUT_MEMBERS" -rate "$FANOUT_RATE" -size "$SIZE" -duration "$DURATION") ;;
+      chat)   args=(-pairs "$CHAT_PAIRS" -rate "$CHAT_RATE" -size "$SIZE" -duration "$DURATION") ;;
+      storm)  args=(-conns "$STORM_CONNS") ;;
+      *) say "unknown scenario $s"; stop_target; continue ;;
+    esac
+    cmdline=(wsload -scenario "$s" -protocol "$PROTO" -label "$t" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")
+    say "${cmdline[*]}"
+    echo "    ${cmdline[*]}" >> "$META"
+    if ! (cd "$OUT" && "$WSLOAD" "${cmdline[@]:1}" 2>&1 | tee -a "$LOG" | grep -v '^\[' >&2); then
+      say "$t/$s failed (see $LOG)"
+    fi
+    [ -s "$RAW/$t-$s.json" ] || say "$t/$s: no result"
+    stop_target
+  done
+done
+echo >> "$META"
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+  { echo "## Skipped targets"; echo; for m in "${SKIPPED[@]}"; do echo "- $m"; done; echo; } >> "$META"
+fi
+
+"$WORK/benchreport" -raw "$RAW" -out "$OUT" -meta "$META"
+say "report: $OUT/README.md"
