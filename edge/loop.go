@@ -1,0 +1,599 @@
+package edge
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/switchboard-io/switchboard/protocol"
+	"github.com/switchboard-io/switchboard/router/presence"
+)
+
+const (
+	opText   = ws.OpText
+	opBinary = ws.OpBinary
+
+	loopBits = 8
+	loopMask = 1<<loopBits - 1
+)
+
+// Task kinds run on a loop.
+const (
+	tDeliver = iota + 1
+	tJoin
+	tLeave
+	tKick
+	tAck
+	tTick
+	tDrain
+	tCloseAll
+	tSnapshot
+)
+
+// task is a unit of work handed to a loop by another goroutine.
+type task struct {
+	kind   uint8
+	code   uint16
+	d      *protocol.Downstream
+	frames *encoded
+	req    *pubReq
+	wg     *sync.WaitGroup
+	snap   chan<- snapshot
+}
+
+// room is one loop's members of a room.
+type room struct {
+	name    string
+	members []*wsConn
+}
+
+type roomRef struct {
+	r *room
+	i int32 // index in r.members
+}
+
+// loop is the edge's state for one gnet event loop. Every field below mu is owned by the
+// loop's goroutine; mu guards only the task queue.
+type loop struct {
+	s   *Server
+	el  gnet.EventLoop
+	idx int
+
+	mu        sync.Mutex
+	queue     []task
+	scheduled bool
+	timer     *time.Timer // WriteCoalesce > 0: delays the drain of the queue
+
+	// Owned by the loop goroutine.
+	spare   []task
+	conns   map[uint64]*wsConn
+	users   map[string]*wsConn // head of a chain through wsConn.nextUser
+	rooms   map[string]*room
+	seq     uint64
+	wheel   []*wsConn
+	now     uint32 // wheel time in ticks
+	nowMs   uint32 // milliseconds since server start, refreshed per OnTraffic and tick
+	ticks   struct{ ping, idle, hs, close uint32 }
+	pconns  []*wsConn  // connections with pending (coalesced) writes this turn
+	pvecs   [][][]byte // their pending frames
+	pbytes  []int
+	wbuf    []byte // scratch for control and reply frames
+	cbuf    []byte // scratch for close frames
+	frame   protocol.Frame
+	hs      hsState
+	upg     ws.Upgrader
+	hsio    hsConn
+	drainOn bool
+	drain   drainState
+	rng     *rand.Rand
+}
+
+type drainState struct {
+	list  []*wsConn
+	sent  int
+	start uint32
+}
+
+func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
+	l := &loop{
+		s:     s,
+		el:    el,
+		idx:   idx,
+		conns: make(map[uint64]*wsConn),
+		users: make(map[string]*wsConn),
+		rooms: make(map[string]*room),
+		rng:   rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(idx))),
+	}
+	tk := s.cfg.Tick
+	ticks := func(d time.Duration) uint32 { return uint32(max(1, (d+tk-1)/tk)) }
+	l.ticks.ping = ticks(s.cfg.PingInterval)
+	l.ticks.idle = ticks(s.cfg.IdleTimeout)
+	l.ticks.hs = ticks(s.cfg.HandshakeTimeout)
+	l.ticks.close = ticks(s.cfg.CloseTimeout)
+	l.wheel = make([]*wsConn, max(l.ticks.idle, l.ticks.hs, l.ticks.close, l.ticks.ping)+2)
+	l.initUpgrader()
+	if s.cfg.WriteCoalesce > 0 {
+		l.timer = time.AfterFunc(time.Hour, l.execute)
+		l.timer.Stop()
+	}
+	return l
+}
+
+// enqueue hands t to the loop. Safe from any goroutine. It reports false when the engine no
+// longer runs tasks.
+func (l *loop) enqueue(t task) bool {
+	l.mu.Lock()
+	l.queue = append(l.queue, t)
+	if l.scheduled {
+		l.mu.Unlock()
+		return true
+	}
+	l.scheduled = true
+	l.mu.Unlock()
+	if l.timer != nil && t.kind == tDeliver {
+		l.timer.Reset(l.s.cfg.WriteCoalesce)
+		return true
+	}
+	return l.execute0()
+}
+
+func (l *loop) execute() { l.execute0() }
+
+func (l *loop) execute0() bool {
+	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.runTasks)); err != nil {
+		l.mu.Lock()
+		l.queue = l.queue[:0]
+		l.scheduled = false
+		l.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// runTasks drains the task queue on the loop goroutine and flushes coalesced writes.
+func (l *loop) runTasks(context.Context) error {
+	l.mu.Lock()
+	q := l.queue
+	l.queue = l.spare[:0]
+	l.scheduled = false
+	l.mu.Unlock()
+	for i := range q {
+		l.run(&q[i])
+		q[i] = task{}
+	}
+	l.spare = q[:0]
+	l.flush()
+	return nil
+}
+
+func (l *loop) run(t *task) {
+	switch t.kind {
+	case tDeliver:
+		l.deliver(t)
+	case tJoin, tLeave, tKick:
+		l.forTargets(t.d, func(wc *wsConn) {
+			switch t.kind {
+			case tJoin:
+				for _, r := range t.d.Rooms {
+					l.join(wc, r)
+				}
+			case tLeave:
+				for _, r := range t.d.Rooms {
+					l.leave(wc, r, true)
+				}
+			case tKick:
+				code := uint16(t.d.Code)
+				if code == 0 {
+					code = uint16(protocol.CloseKicked)
+				}
+				reason := t.d.Reason
+				if reason == "" {
+					reason = protocol.CloseCode(code).String()
+				}
+				l.closeWith(wc, code, reason)
+			}
+		})
+	case tAck:
+		l.answer(t.req)
+	case tTick:
+		l.tick()
+	case tDrain:
+		l.startDrain()
+	case tCloseAll:
+		for _, wc := range l.conns {
+			if wc.state == connOpen {
+				l.closeWith(wc, t.code, protocol.CloseCode(t.code).String())
+			}
+		}
+		l.flush()
+		t.wg.Done()
+	case tSnapshot:
+		t.snap <- l.snapshot()
+	}
+}
+
+// forTargets calls fn for every open local connection addressed by d (minus ExcludeConn).
+func (l *loop) forTargets(d *protocol.Downstream, fn func(*wsConn)) {
+	ok := func(wc *wsConn) bool { return wc.state == connOpen && wc.id != d.ExcludeConn }
+	switch d.Target {
+	case protocol.TargetConns:
+		for _, id := range d.Conns {
+			if wc := l.conns[id]; wc != nil && ok(wc) {
+				fn(wc)
+			}
+		}
+	case protocol.TargetUsers:
+		for _, u := range d.Users {
+			for wc := l.users[u]; wc != nil; wc = wc.nextUser {
+				if ok(wc) {
+					fn(wc)
+				}
+			}
+		}
+	case protocol.TargetRoom:
+		if r := l.rooms[d.Room]; r != nil {
+			// fn may leave rooms or close connections: iterate over a stable copy.
+			for _, wc := range append([]*wsConn(nil), r.members...) {
+				if ok(wc) {
+					fn(wc)
+				}
+			}
+		}
+	case protocol.TargetAll:
+		for _, wc := range l.conns {
+			if ok(wc) {
+				fn(wc)
+			}
+		}
+	}
+}
+
+// deliver queues the delivery's bytes for every local target. The hot path: no allocation
+// per recipient.
+func (l *loop) deliver(t *task) {
+	d := t.d
+	switch d.Target {
+	case protocol.TargetRoom:
+		r := l.rooms[d.Room]
+		if r == nil {
+			return
+		}
+		for _, wc := range r.members {
+			if wc.state == connOpen && wc.id != d.ExcludeConn {
+				l.queueWrite(wc, t.frames.of(wc))
+			}
+		}
+	case protocol.TargetConns:
+		for _, id := range d.Conns {
+			if wc := l.conns[id]; wc != nil && wc.state == connOpen && wc.id != d.ExcludeConn {
+				l.queueWrite(wc, t.frames.of(wc))
+			}
+		}
+	case protocol.TargetUsers:
+		for _, u := range d.Users {
+			for wc := l.users[u]; wc != nil; wc = wc.nextUser {
+				if wc.state == connOpen && wc.id != d.ExcludeConn {
+					l.queueWrite(wc, t.frames.of(wc))
+				}
+			}
+		}
+	case protocol.TargetAll:
+		for _, wc := range l.conns {
+			if wc.state == connOpen && wc.id != d.ExcludeConn {
+				l.queueWrite(wc, t.frames.of(wc))
+			}
+		}
+	}
+}
+
+func (e *encoded) of(wc *wsConn) []byte {
+	if wc.flags&flagProto != 0 {
+		e.once.Do(func() { e.proto = encodeServerFrame(nil, protocol.Protobuf, e.f) })
+		return e.proto
+	}
+	return e.json
+}
+
+// queueWrite adds b to wc's pending writes of this turn; flush sends them in one writev.
+// Frames shared by many connections are never copied here.
+func (l *loop) queueWrite(wc *wsConn, b []byte) {
+	if b == nil {
+		return
+	}
+	if wc.pend == 0 {
+		l.pconns = append(l.pconns, wc)
+		if len(l.pvecs) < len(l.pconns) {
+			l.pvecs = append(l.pvecs, nil)
+			l.pbytes = append(l.pbytes, 0)
+		}
+		wc.pend = int32(len(l.pconns))
+	}
+	i := wc.pend - 1
+	l.pvecs[i] = append(l.pvecs[i], b)
+	l.pbytes[i] += len(b)
+}
+
+// flush writes every connection's pending frames: one write or writev per connection. A
+// connection whose unsent bytes would exceed MaxOutboundBytes is closed with 4002 instead.
+func (l *loop) flush() {
+	for i, wc := range l.pconns {
+		vec := l.pvecs[i]
+		n := l.pbytes[i]
+		wc.pend = 0
+		if wc.state == connOpen {
+			if wc.c.OutboundBuffered()+n > l.s.cfg.MaxOutboundBytes {
+				l.closeWith(wc, uint16(protocol.CloseSlowConsumer), protocol.CloseSlowConsumer.String())
+			} else if len(vec) == 1 {
+				_, _ = wc.c.Write(vec[0])
+			} else {
+				_, _ = wc.c.Writev(vec)
+			}
+		}
+		clear(vec)
+		l.pvecs[i] = vec[:0]
+		l.pbytes[i] = 0
+		l.pconns[i] = nil
+	}
+	l.pconns = l.pconns[:0]
+}
+
+// --- indexes -------------------------------------------------------------------------------
+
+func (l *loop) join(wc *wsConn, name string) {
+	for _, ref := range wc.rooms {
+		if ref.r.name == name {
+			return
+		}
+	}
+	r := l.rooms[name]
+	if r == nil {
+		r = &room{name: name}
+		l.rooms[name] = r
+	}
+	wc.rooms = append(wc.rooms, roomRef{r: r, i: int32(len(r.members))})
+	r.members = append(r.members, wc)
+	l.s.presenceOp(presence.Op{Kind: presence.OpJoin, ConnID: wc.id, User: wc.user, Room: name})
+}
+
+func (l *loop) leave(wc *wsConn, name string, report bool) {
+	for k, ref := range wc.rooms {
+		if ref.r.name != name {
+			continue
+		}
+		l.removeMember(wc, ref)
+		last := len(wc.rooms) - 1
+		wc.rooms[k] = wc.rooms[last]
+		wc.rooms[last] = roomRef{}
+		wc.rooms = wc.rooms[:last]
+		if len(wc.rooms) == 0 {
+			wc.rooms = nil
+		}
+		if report {
+			l.s.presenceOp(presence.Op{Kind: presence.OpLeave, ConnID: wc.id, User: wc.user, Room: name})
+		}
+		return
+	}
+}
+
+// removeMember swap-removes wc from ref.r and fixes the moved member's index.
+func (l *loop) removeMember(wc *wsConn, ref roomRef) {
+	r := ref.r
+	last := len(r.members) - 1
+	moved := r.members[last]
+	r.members[ref.i] = moved
+	r.members[last] = nil
+	r.members = r.members[:last]
+	if moved != wc {
+		for k := range moved.rooms {
+			if moved.rooms[k].r == r {
+				moved.rooms[k].i = ref.i
+				break
+			}
+		}
+	}
+	if len(r.members) == 0 {
+		delete(l.rooms, r.name)
+	}
+}
+
+func (l *loop) index(wc *wsConn) {
+	l.conns[wc.id] = wc
+	wc.nextUser = l.users[wc.user]
+	l.users[wc.user] = wc
+}
+
+func (l *loop) unindex(wc *wsConn) {
+	delete(l.conns, wc.id)
+	head := l.users[wc.user]
+	if head == wc {
+		if wc.nextUser == nil {
+			delete(l.users, wc.user)
+		} else {
+			l.users[wc.user] = wc.nextUser
+		}
+	} else {
+		for p := head; p != nil; p = p.nextUser {
+			if p.nextUser == wc {
+				p.nextUser = wc.nextUser
+				break
+			}
+		}
+	}
+	wc.nextUser = nil
+	for _, ref := range wc.rooms {
+		l.removeMember(wc, ref)
+	}
+	wc.rooms = nil
+}
+
+// snapshot is one loop's full local state, for presence Sync.
+type snapshot struct {
+	conns []presence.Conn
+	rooms map[string][]uint64
+}
+
+func (l *loop) snapshot() snapshot {
+	sn := snapshot{rooms: make(map[string][]uint64, len(l.rooms))}
+	for _, wc := range l.conns {
+		if wc.state == connOpen {
+			sn.conns = append(sn.conns, presence.Conn{ConnID: wc.id, User: wc.user,
+				ConnectedAt: l.s.start.Add(time.Duration(wc.openedS) * time.Second)})
+		}
+	}
+	for name, r := range l.rooms {
+		ids := make([]uint64, 0, len(r.members))
+		for _, wc := range r.members {
+			if wc.state == connOpen {
+				ids = append(ids, wc.id)
+			}
+		}
+		sn.rooms[name] = ids
+	}
+	return sn
+}
+
+// --- timing wheel --------------------------------------------------------------------------
+
+func (l *loop) schedule(wc *wsConn, due uint32) {
+	l.unschedule(wc)
+	wc.due = due
+	slot := int(due % uint32(len(l.wheel)))
+	wc.wnext = l.wheel[slot]
+	if wc.wnext != nil {
+		wc.wnext.wprev = wc
+	}
+	wc.wprev = nil
+	l.wheel[slot] = wc
+	wc.flags |= flagWheel
+}
+
+func (l *loop) unschedule(wc *wsConn) {
+	if wc.flags&flagWheel == 0 {
+		return
+	}
+	if wc.wprev != nil {
+		wc.wprev.wnext = wc.wnext
+	} else {
+		slot := int(wc.due % uint32(len(l.wheel)))
+		if l.wheel[slot] == wc {
+			l.wheel[slot] = wc.wnext
+		}
+	}
+	if wc.wnext != nil {
+		wc.wnext.wprev = wc.wprev
+	}
+	wc.wnext, wc.wprev = nil, nil
+	wc.flags &^= flagWheel
+}
+
+// tick advances the wheel by one slot and handles the connections due in it.
+func (l *loop) tick() {
+	l.now++
+	l.nowMs = l.s.sinceStartMs()
+	slot := int(l.now % uint32(len(l.wheel)))
+	head := l.wheel[slot]
+	l.wheel[slot] = nil
+	for wc := head; wc != nil; {
+		next := wc.wnext
+		wc.wnext, wc.wprev = nil, nil
+		wc.flags &^= flagWheel
+		if int32(wc.due-l.now) > 0 {
+			l.schedule(wc, wc.due)
+		} else {
+			l.expire(wc)
+		}
+		wc = next
+	}
+	if l.drainOn {
+		l.drainStep()
+	}
+	l.flush()
+}
+
+func (l *loop) expire(wc *wsConn) {
+	switch wc.state {
+	case connHandshake:
+		l.s.hsTimeouts.Add(1)
+		_ = l.el.Close(wc.c)
+	case connClosing:
+		_ = l.el.Close(wc.c)
+	case connOpen:
+		if wc.expTick != 0 && int32(l.now-wc.expTick) >= 0 {
+			l.closeWith(wc, uint16(protocol.CloseTokenExpired), protocol.CloseTokenExpired.String())
+			return
+		}
+		idle := l.now - wc.lastSeen
+		if idle >= l.ticks.idle {
+			l.closeWith(wc, uint16(protocol.CloseIdleTimeout), protocol.CloseIdleTimeout.String())
+			return
+		}
+		if idle >= l.ticks.ping && wc.flags&flagPinged == 0 {
+			wc.flags |= flagPinged
+			l.writeControl(wc, ws.OpPing, nil)
+			if wc.state != connOpen {
+				return
+			}
+		}
+		l.schedule(wc, l.nextDue(wc))
+	}
+}
+
+// --- drain ---------------------------------------------------------------------------------
+
+func (l *loop) startDrain() {
+	if l.drainOn {
+		return
+	}
+	l.drainOn = true
+	l.drain.start = l.now
+	for _, wc := range l.conns {
+		if wc.state == connOpen {
+			l.drain.list = append(l.drain.list, wc)
+		}
+	}
+	l.rng.Shuffle(len(l.drain.list), func(i, j int) {
+		l.drain.list[i], l.drain.list[j] = l.drain.list[j], l.drain.list[i]
+	})
+	l.drainStep()
+}
+
+// drainStep sends "move" to the share of connections due by now (paced over DrainWindow),
+// and after DrainWindow+DrainGrace closes the rest with 1012.
+func (l *loop) drainStep() {
+	cfg := &l.s.cfg
+	window := uint32(max(1, cfg.DrainWindow/cfg.Tick))
+	grace := uint32(cfg.DrainGrace / cfg.Tick)
+	elapsed := l.now - l.drain.start + 1
+	due := len(l.drain.list)
+	if elapsed < window {
+		due = int(uint64(len(l.drain.list)) * uint64(elapsed) / uint64(window))
+	}
+	var data []byte
+	for ; l.drain.sent < due; l.drain.sent++ {
+		wc := l.drain.list[l.drain.sent]
+		if wc.state != connOpen {
+			continue
+		}
+		delay := l.rng.Int64N(max(1, cfg.MoveJitter.Milliseconds()))
+		data = protocol.AppendMoveData(data[:0], delay, "drain")
+		f := protocol.ServerFrame{Type: protocol.TypeMove, Data: data}
+		l.writeServerFrame(wc, &f)
+	}
+	if elapsed >= window+grace {
+		for _, wc := range l.drain.list {
+			if wc.state == connOpen {
+				l.closeWith(wc, uint16(protocol.CloseRestart), protocol.CloseRestart.String())
+			}
+		}
+		for _, wc := range l.conns { // late handshakes
+			if wc.state == connOpen {
+				l.closeWith(wc, uint16(protocol.CloseRestart), protocol.CloseRestart.String())
+			}
+		}
+		l.drain.list = nil
+	}
+}

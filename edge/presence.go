@@ -1,0 +1,263 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-io/switchboard/router/presence"
+)
+
+// reporter sends the edge's presence to Config.Presence from one goroutine. Loops push ops
+// into a bounded queue (never blocking); the reporter batches them into Apply calls, renews the
+// lease, and re-sends the full state with Sync after registering, after ErrLeaseLost, after a
+// failed Apply (the store was unavailable), when the queue overflowed, or when asked.
+type reporter struct {
+	s *Server
+	p Presence
+
+	mu       sync.Mutex
+	q        []presence.Op
+	overflow bool // ops were dropped: a full Sync is needed
+	wake     chan struct{}
+
+	epoch   atomic.Uint64 // registered epoch; 0 = not registered
+	stopped atomic.Bool
+	syncs   atomic.Uint64
+	applied atomic.Uint64
+}
+
+func newReporter(s *Server) *reporter {
+	return &reporter{s: s, p: s.cfg.Presence, wake: make(chan struct{}, 1)}
+}
+
+// presenceOp queues op for the reporter. Safe from any goroutine; never blocks.
+func (s *Server) presenceOp(op presence.Op) {
+	if s.pres != nil {
+		s.pres.push(op)
+	}
+}
+
+// ResyncPresence asks the reporter to re-send the edge's full presence state (anti-entropy).
+func (s *Server) ResyncPresence() {
+	if s.pres != nil {
+		s.pres.mu.Lock()
+		s.pres.overflow = true
+		s.pres.mu.Unlock()
+		s.pres.signal()
+	}
+}
+
+func (r *reporter) push(op presence.Op) {
+	r.mu.Lock()
+	if len(r.q) >= r.s.cfg.PresenceQueue {
+		r.overflow = true
+		r.q = r.q[:0]
+	} else {
+		r.q = append(r.q, op)
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *reporter) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to n queued ops; sync reports whether a full Sync is due instead.
+func (r *reporter) take(dst []presence.Op, n int) (ops []presence.Op, sync bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.overflow {
+		r.overflow = false
+		r.q = r.q[:0]
+		return dst[:0], true
+	}
+	k := min(n, len(r.q))
+	dst = append(dst[:0], r.q[:k]...)
+	rest := copy(r.q, r.q[k:])
+	clear(r.q[rest:])
+	r.q = r.q[:rest]
+	return dst, false
+}
+
+func (r *reporter) clearQueue() {
+	r.mu.Lock()
+	clear(r.q)
+	r.q = r.q[:0]
+	r.overflow = false
+	r.mu.Unlock()
+}
+
+func (r *reporter) pending() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.q) > 0 || r.overflow
+}
+
+func (r *reporter) run(ctx context.Context) {
+	cfg := &r.s.cfg
+	log := r.s.log
+	renewEvery := max(cfg.PresenceLease/3, time.Millisecond)
+	backoff := 50 * time.Millisecond
+	needSync := true
+	var nextRenew time.Time
+	var batch []presence.Op
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	fail := func(what string, err error) bool {
+		log.Warn("edge: presence "+what, "err", err)
+		ok := sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+		return ok
+	}
+	for ctx.Err() == nil && !r.stopped.Load() {
+		epoch := r.epoch.Load()
+		if epoch == 0 {
+			c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
+			e, err := r.p.Register(c, cfg.ID, cfg.PresenceLease)
+			cancel()
+			if err != nil {
+				if !fail("register", err) {
+					return
+				}
+				continue
+			}
+			r.epoch.Store(e)
+			r.s.addEpoch(e)
+			needSync = true
+			nextRenew = time.Now().Add(renewEvery)
+			continue
+		}
+		if !needSync {
+			var ops []presence.Op
+			ops, needSync = r.take(batch, cfg.PresenceBatch)
+			batch = ops
+			if len(ops) > 0 {
+				c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
+				err := r.p.Apply(c, cfg.ID, epoch, ops)
+				cancel()
+				clear(batch)
+				switch {
+				case errors.Is(err, presence.ErrLeaseLost):
+					r.epoch.CompareAndSwap(epoch, 0)
+					continue
+				case err != nil:
+					needSync = true // the store may have missed the batch: re-send everything
+					if !fail("apply", err) {
+						return
+					}
+					continue
+				}
+				r.applied.Add(uint64(len(ops)))
+				backoff = 50 * time.Millisecond
+			}
+		}
+		if needSync {
+			r.clearQueue() // ops queued so far are part of the snapshot
+			conns, rooms := r.s.snapshotAll(ctx, epoch)
+			c, cancel := context.WithTimeout(ctx, 2*cfg.PresenceLease)
+			err := r.p.Sync(c, cfg.ID, epoch, conns, rooms)
+			cancel()
+			switch {
+			case errors.Is(err, presence.ErrLeaseLost):
+				r.epoch.CompareAndSwap(epoch, 0)
+				continue
+			case err != nil:
+				if !fail("sync", err) {
+					return
+				}
+				continue
+			}
+			r.syncs.Add(1)
+			needSync = false
+			backoff = 50 * time.Millisecond
+		}
+		if !time.Now().Before(nextRenew) {
+			c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
+			err := r.p.Renew(c, cfg.ID, epoch)
+			cancel()
+			switch {
+			case errors.Is(err, presence.ErrLeaseLost):
+				r.epoch.CompareAndSwap(epoch, 0)
+				continue
+			case err != nil:
+				if !fail("renew", err) {
+					return
+				}
+				continue
+			}
+			nextRenew = time.Now().Add(renewEvery)
+		}
+		if r.pending() {
+			// Let a batch build up for PresenceFlush, unless it is already full.
+			r.mu.Lock()
+			full := len(r.q) >= cfg.PresenceBatch || r.overflow
+			r.mu.Unlock()
+			if !full && !sleep(min(cfg.PresenceFlush, time.Until(nextRenew))) {
+				return
+			}
+			continue
+		}
+		t := time.NewTimer(max(time.Until(nextRenew), 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-r.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// deregister ends the lease (graceful shutdown) and stops the reporter.
+func (r *reporter) deregister(ctx context.Context) {
+	r.stopped.Store(true)
+	if e := r.epoch.Swap(0); e != 0 {
+		if err := r.p.Deregister(ctx, r.s.cfg.ID, e); err != nil {
+			r.s.log.Warn("edge: presence deregister", "err", err)
+		}
+	}
+}
+
+// snapshotAll collects every loop's connections and rooms (bounded wait per loop).
+func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn, map[string][]uint64) {
+	var conns []presence.Conn
+	rooms := make(map[string][]uint64)
+	for _, l := range *s.loops.Load() {
+		ch := make(chan snapshot, 1)
+		if !l.enqueue(task{kind: tSnapshot, snap: ch}) {
+			continue
+		}
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case sn := <-ch:
+			conns = append(conns, sn.conns...)
+			for name, ids := range sn.rooms {
+				rooms[name] = append(rooms[name], ids...)
+			}
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	for i := range conns {
+		conns[i].Edge = s.cfg.ID
+		conns[i].Epoch = epoch
+	}
+	return conns, rooms
+}
