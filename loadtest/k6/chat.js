@@ -1,0 +1,97 @@
+// chat: PAIRS pairs of users; A sends a direct message (chat.send) to B every 1000/RATE_PER_PAIR
+// ms for DURATION seconds, B answers, A records the round trip. Loss = 1 - sb_replies / sb_sent.
+//   k6 run --no-usage-report -e SB_URL=… -e PAIRS=100 -e RATE_PER_PAIR=2 chat.js
+// SB_URL_B (optional) puts the B sides on another edge (cluster: A and B on different edges).
+import ws from 'k6/ws';
+import { check } from 'k6';
+import { Counter, Trend } from 'k6/metrics';
+import { errors, env, frame, params, parseStamp, stamp, texts } from './lib.js';
+
+const PAIRS = env('PAIRS', 100);
+const RATE = env('RATE_PER_PAIR', 2);
+const SIZE = env('SIZE', 100);
+const DURATION = env('DURATION', 10);
+const SETUP = env('SETUP', 3);
+const GRACE = env('GRACE', 3);
+const URL_A = __ENV.SB_URL || 'ws://127.0.0.1:8080/ws';
+const URL_B = __ENV.SB_URL_B || URL_A;
+
+const rtt = new Trend('sb_chat_rtt_ms', true);
+const sent = new Counter('sb_sent');
+const replies = new Counter('sb_replies');
+
+export const options = {
+  scenarios: {
+    chat: {
+      executor: 'per-vu-iterations', vus: 2 * PAIRS, iterations: 1,
+      maxDuration: `${SETUP + DURATION + GRACE + 60}s`,
+    },
+  },
+  thresholds: {
+    checks: ['rate>0.99'],
+    sb_errors: ['count<1'],
+    sb_chat_rtt_ms: ['p(50)<50', 'p(99)<250'],
+    sb_replies: ['count>0'],
+  },
+};
+
+function url(base, user) {
+  return `${base}${base.includes('?') ? '&' : '?'}user=${encodeURIComponent(user)}`;
+}
+
+// setup runs once: every VU must agree on the user names of a pair (the init context runs per
+// VU, so a random prefix there would differ between A and B).
+export function setup() {
+  return { prefix: __ENV.SB_USER_PREFIX || `k6-${Date.now().toString(36)}` };
+}
+
+export default function (data) {
+  const PREFIX = data.prefix;
+  const pair = Math.floor((__VU - 1) / 2);
+  const isA = (__VU - 1) % 2 === 0;
+  const me = `${PREFIX}-${isA ? 'a' : 'b'}${pair}`;
+  const peer = `${PREFIX}-${isA ? 'b' : 'a'}${pair}`;
+  let welcomed = false;
+  const res = ws.connect(url(isA ? URL_A : URL_B, me), params, (socket) => {
+    socket.on('message', (m) => {
+      const f = JSON.parse(m);
+      if (f.type === 'welcome') {
+        welcomed = true;
+        return;
+      }
+      if (f.type === 'error') {
+        errors.add(1);
+        return;
+      }
+      if (f.type !== 'chat.message' || (f.data && f.data.from === me)) return;
+      for (const t of texts(f)) {
+        const s = parseStamp(t);
+        if (!s) continue;
+        if (!isA && s.kind === 'C') {
+          let reply = `R|${s.seq}|${s.at}|`;
+          while (reply.length < SIZE) reply += 'x';
+          socket.send(frame('chat.send', { to: peer, text: reply, mid: `${me}-r${s.seq}` }));
+        } else if (isA && s.kind === 'R') {
+          replies.add(1);
+          rtt.add(Date.now() - s.at);
+        }
+      }
+    });
+    socket.on('error', () => errors.add(1));
+    if (isA) {
+      let seq = 0;
+      const total = Math.floor(RATE * DURATION);
+      socket.setTimeout(() => {
+        socket.setInterval(() => {
+          if (seq >= total) return;
+          socket.send(frame('chat.send', { to: peer, text: stamp('C', seq, SIZE), mid: `${me}-${seq}` }));
+          seq++;
+          sent.add(1);
+        }, 1000 / RATE);
+      }, SETUP * 1000);
+    }
+    socket.setTimeout(() => socket.close(), (SETUP + DURATION + GRACE) * 1000);
+  });
+  check(res, { 'status 101': (r) => r && r.status === 101 });
+  check(welcomed, { welcomed: (w) => w });
+}

@@ -1,0 +1,62 @@
+// Shared helpers of the k6 scenarios. Everything is configured by environment variables:
+//
+//   SB_URL      target WebSocket URL (default ws://127.0.0.1:8080/ws); ?user=<id> is appended
+//   SB_USER_PREFIX  prefix of the user ids (default k6-<random>)
+//   SB_JOIN     frame type that joins a room (default danmaku.join)
+//   SB_SEND     frame type that sends to a room (default danmaku.send)
+//   SB_ROOM     room name (default k6-room)
+//
+// Frames follow Switchboard's client protocol v1, JSON form (protocol/doc.go). Room deliveries
+// are accepted both merged ("danmaku.batch" {items:[{text}]}) and one per frame (any type whose
+// data has "text"), so the same scripts run against Switchboard and the naive hub.
+import { Counter, Trend } from 'k6/metrics';
+
+export const URL = __ENV.SB_URL || 'ws://127.0.0.1:8080/ws';
+export const JOIN = __ENV.SB_JOIN || 'danmaku.join';
+export const SEND = __ENV.SB_SEND || 'danmaku.send';
+export const ROOM = __ENV.SB_ROOM || 'k6-room';
+export const PREFIX = __ENV.SB_USER_PREFIX || `k6-${Math.floor(Math.random() * 1e6).toString(36)}`;
+
+export const errors = new Counter('sb_errors');
+export const welcomeTime = new Trend('sb_welcome_ms', true);
+
+export function env(name, def) {
+  const v = __ENV[name];
+  return v === undefined || v === '' ? def : Number(v);
+}
+
+export function userURL(user) {
+  const sep = URL.includes('?') ? '&' : '?';
+  return `${URL}${sep}user=${encodeURIComponent(user)}`;
+}
+
+export const params = { headers: { 'Sec-WebSocket-Protocol': 'switchboard.v1.json' } };
+
+export function frame(type, data, id) {
+  const f = { type, data };
+  if (id !== undefined) f.id = String(id);
+  return JSON.stringify(f);
+}
+
+// stamp builds a text carrying its send time (ms) padded to size bytes: K|seq|ms|xxx…
+export function stamp(kind, seq, size) {
+  let s = `${kind}|${seq}|${Date.now()}|`;
+  while (s.length < size) s += 'x';
+  return s;
+}
+
+export function parseStamp(text) {
+  if (typeof text !== 'string') return null;
+  const p = text.split('|');
+  if (p.length < 4) return null;
+  return { kind: p[0], seq: Number(p[1]), at: Number(p[2]) };
+}
+
+// texts returns the message texts a server frame delivers (room or direct), or [].
+export function texts(f) {
+  const d = f.data;
+  if (!d || typeof d !== 'object') return [];
+  if (Array.isArray(d.items)) return d.items.map((it) => it.text);
+  if (typeof d.text === 'string') return [d.text];
+  return [];
+}
