@@ -160,6 +160,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case first = <-errc:
 		n--
+		if errors.Is(first, grpc.ErrServerStopped) {
+			first = nil
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

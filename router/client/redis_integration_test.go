@@ -1,0 +1,115 @@
+//go:build integration
+
+package client_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-io/switchboard/router/client"
+	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/presence/presencetest"
+)
+
+// redisClient returns a client of the Redis in env var name (one address: standalone; several:
+// Cluster), or fails the test.
+func redisClient(t testing.TB, name string) redis.UniversalClient {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Fatalf("%s is not set: run under deploy/local/with-services.sh (make test) or source .run/env", name)
+	}
+	addrs := strings.Split(v, ",")
+	for _, a := range addrs {
+		c, err := net.DialTimeout("tcp", a, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s=%s: %s unreachable: %v", name, v, a, err)
+		}
+		_ = c.Close()
+	}
+	var c redis.UniversalClient
+	if len(addrs) == 1 {
+		c = redis.NewClient(&redis.Options{Addr: addrs[0]})
+	} else {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("%s: ping: %v", name, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func testPrefix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "sbtest:" + hex.EncodeToString(b) + ":"
+}
+
+// wipePrefix deletes every key under prefix on every master: for this store it is what a
+// FLUSHALL (or a restart without persistence) does, without destroying the keys of tests
+// running concurrently against the same Redis. Keys are listed first and deleted in one
+// pipeline per master, so the window in which only part of the data is gone is short.
+func wipePrefix(t testing.TB, c redis.UniversalClient, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	del := func(ctx context.Context, n *redis.Client) error {
+		var keys []string
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		_, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
+			}
+			return nil
+		})
+		return err
+	}
+	var err error
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		err = cc.ForEachMaster(ctx, del)
+	case *redis.Client:
+		err = del(ctx, cc)
+	}
+	if err != nil && t != nil {
+		t.Fatalf("wipe %s: %v", prefix, err)
+	}
+}
+
+func newRedisStore(t testing.TB, c redis.UniversalClient, prefix string, refresh time.Duration) *presence.RedisStore {
+	t.Helper()
+	s, err := presence.NewRedisStore(presence.RedisConfig{Client: c, Prefix: prefix, RefreshInterval: refresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(); wipePrefix(nil, c, prefix) })
+	return s
+}
+
+func runRedisContract(t *testing.T, env string) {
+	rc := redisClient(t, env)
+	presencetest.Run(t, func(t *testing.T) presence.Store {
+		c, _ := serve(t, newRedisStore(t, rc, testPrefix(), 50*time.Millisecond), client.Config{})
+		return c
+	})
+}
+
+// The contract through client -> gRPC -> server -> RedisStore on real Redis and Redis Cluster.
+func TestContractRedis(t *testing.T)        { runRedisContract(t, "SB_REDIS_ADDR") }
+func TestContractRedisCluster(t *testing.T) { runRedisContract(t, "SB_REDIS_CLUSTER_ADDRS") }
