@@ -26,12 +26,12 @@ const (
 
 // Connection flags.
 const (
-	flagProto  uint16 = 1 << iota // the protobuf form was negotiated
-	flagWheel                     // linked into the timing wheel
-	flagPinged                    // a ping is outstanding
-	flagFailed                    // protocol failure: input is discarded until the TCP close
-	flagFrag                      // a fragmented message is being assembled
-	flagFragText                  // ... and it is a text message
+	flagProto    uint16 = 1 << iota // the protobuf form was negotiated
+	flagWheel                       // linked into the timing wheel
+	flagPinged                      // a ping is outstanding
+	flagFailed                      // protocol failure: input is discarded until the TCP close
+	flagFrag                        // a fragmented message is being assembled
+	flagFragText                    // ... and it is a text message
 )
 
 // wsConn is one client connection. It is owned by its loop's goroutine: no field may be
