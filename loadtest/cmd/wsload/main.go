@@ -55,6 +55,8 @@ func run() int {
 	flag.DurationVar(&cfg.DialTimeout, "dial-timeout", 15*time.Second, "one dial + handshake + set-up step")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 15*time.Minute, "hard bound of the whole run")
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")
+	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default danmaku.join)")
+	flag.StringVar(&cfg.SendType, "send-type", "", "frame type that sends to a room (default danmaku.send)")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file ('-' for stdout)")
 	flag.BoolVar(&worker, "worker", false, "internal: run as a worker of a coordinator (stdin/stdout)")
 	flag.Parse()

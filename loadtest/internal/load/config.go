@@ -81,6 +81,9 @@ type Config struct {
 	MaxDuration time.Duration
 	// Room is the fanout room. Empty means "lt-room".
 	Room string
+	// JoinType and SendType name the room routes (switchboard, naive). Empty means
+	// danmaku.join and danmaku.send.
+	JoinType, SendType string
 	// RunID prefixes user names. Empty means a value derived from the start time.
 	RunID string
 	// WorkerCommand is the program and leading arguments that run a worker; "-worker" is
@@ -211,5 +214,7 @@ type workerConfig struct {
 	Duration    time.Duration `json:"duration"`
 	DialTimeout time.Duration `json:"dial_timeout"`
 	Room        string        `json:"room"`
+	JoinType    string        `json:"join_type,omitempty"`
+	SendType    string        `json:"send_type,omitempty"`
 	RunID       string        `json:"run_id"`
 }

@@ -97,13 +97,22 @@ type Adapter interface {
 // ErrUnknownProtocol is returned by For for an unknown name.
 var ErrUnknownProtocol = errors.New("wire: unknown protocol (want switchboard, centrifugo or naive)")
 
+// Options adjust the Switchboard and naive adapters to a server's route names.
+type Options struct {
+	// JoinType is the frame type that joins a room. Empty means danmaku.join.
+	JoinType string
+	// SendType is the frame type that sends to a room. Empty means danmaku.send.
+	SendType string
+}
+
 // For returns the adapter named name.
-func For(name string) (Adapter, error) {
+func For(name string, o Options) (Adapter, error) {
+	sb := Switchboard{JoinType: o.JoinType, SendType: o.SendType}
 	switch name {
 	case "switchboard", "":
-		return Switchboard{}, nil
+		return sb, nil
 	case "naive":
-		return Naive{}, nil
+		return Naive{sb}, nil
 	case "centrifugo":
 		return Centrifugo{}, nil
 	}
@@ -113,8 +122,11 @@ func For(name string) (Adapter, error) {
 // ---------------------------------------------------------------------------------------------
 // Switchboard (and naive, which embeds it)
 
-// Switchboard speaks client protocol v1 (JSON form).
-type Switchboard struct{}
+// Switchboard speaks client protocol v1 (JSON form). The zero value uses the danmaku routes.
+type Switchboard struct {
+	JoinType string // empty: danmaku.join
+	SendType string // empty: danmaku.send
+}
 
 var _ Adapter = Switchboard{}
 
@@ -124,14 +136,22 @@ func (Switchboard) URL(base, user string) (string, error) { return withQuery(bas
 
 func (Switchboard) Connect(string, uint64) []byte { return nil }
 
-func (Switchboard) Join(room string, id uint64) []byte {
-	return sbFrame(TypeRoomJoin, id, map[string]string{"room": room})
+func (s Switchboard) Join(room string, id uint64) []byte {
+	t := s.JoinType
+	if t == "" {
+		t = TypeRoomJoin
+	}
+	return sbFrame(t, id, map[string]string{"room": room})
 }
 
 func (Switchboard) Inbox(string, uint64) []byte { return nil }
 
-func (Switchboard) Send(room, _, text string, id uint64) []byte {
-	return sbFrame(TypeRoomSend, id, map[string]string{"room": room, "text": text})
+func (s Switchboard) Send(room, _, text string, id uint64) []byte {
+	t := s.SendType
+	if t == "" {
+		t = TypeRoomSend
+	}
+	return sbFrame(t, id, map[string]string{"room": room, "text": text})
 }
 
 func (Switchboard) Chat(_, to, text, mid string, id uint64) []byte {
@@ -213,6 +233,21 @@ func parseSB(msg []byte, fn func(*Event)) error {
 		if f.ID != "" {
 			// A reply frame of a plugin answering the command id counts as an ack.
 			ev.Kind = KindAck
+			break
+		}
+		// Any other delivery carrying a text (or merged items with texts) counts as a room
+		// delivery, so a renamed route does not silently read as loss.
+		var b sbBatch
+		if len(f.Data) > 0 && f.Data[0] == '{' && json.Unmarshal(f.Data, &b) == nil {
+			for _, it := range b.Items {
+				ev.Texts = append(ev.Texts, it.Text)
+			}
+			if len(ev.Texts) == 0 && b.Text != "" {
+				ev.Texts = []string{b.Text}
+			}
+			if len(ev.Texts) > 0 {
+				ev.Kind = KindRoom
+			}
 		}
 	}
 	fn(&ev)

@@ -1,0 +1,51 @@
+package load
+
+import (
+	"testing"
+	"time"
+)
+
+func TestStampRoundTrip(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	s := makeStamp(stampFanout, 42, at, 100)
+	if len(s) != 100 {
+		t.Fatalf("len %d, want 100", len(s))
+	}
+	k, seq, ns, ok := parseStamp(s)
+	if !ok || k != stampFanout || seq != 42 || ns != at.UnixNano() {
+		t.Fatalf("parse = %c %d %d %v", k, seq, ns, ok)
+	}
+	for _, bad := range []string{"", "F", "F|x|1|", "F|1|y|", "F|1|2", "Fx1|2|"} {
+		if _, _, _, ok := parseStamp(bad); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestPlanSplitsWithinTheFDBudget(t *testing.T) {
+	cfg := Config{Scenario: ScenarioFanout, Targets: []string{"ws://127.0.0.1:1/ws"}, Conns: 40000}
+	if err := cfg.fill(); err != nil {
+		t.Fatal(err)
+	}
+	ps := plan(cfg)
+	total := 0
+	for i, p := range ps {
+		if p.Count+1 > cfg.PerWorker {
+			t.Errorf("worker %d holds %d+1 connections, over %d", i, p.Count, cfg.PerWorker)
+		}
+		if p.First != total {
+			t.Errorf("worker %d first %d, want %d", i, p.First, total)
+		}
+		total += p.Count
+		if p.Publisher != (i == 0) {
+			t.Errorf("worker %d publisher=%v", i, p.Publisher)
+		}
+	}
+	if total != 40000 || len(ps) != 3 {
+		t.Fatalf("planned %d members in %d workers, want 40000 in 3", total, len(ps))
+	}
+	cfg.PerWorker = 20000
+	if err := cfg.fill(); err == nil {
+		t.Error("per-worker 20000 accepted (fd limit)")
+	}
+}
