@@ -1,0 +1,136 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/router/client"
+	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/server"
+)
+
+// waitFor polls cond until it returns nil or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %v: %v", what, d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func nconns(t *testing.T, c *client.Client, user string) int {
+	t.Helper()
+	m, err := c.ResolveUsers(context.Background(), []string{user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m[user])
+}
+
+// TestCacheInvalidation: with a cache TTL far longer than the test, a user's online event
+// invalidates a cached "offline" answer, an Apply through the reading client invalidates what
+// it touched, and a change without an event stays cached (bounded by the TTL, shown with a
+// short-TTL client).
+func TestCacheInvalidation(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemory(t)
+	edge, srv := serve(t, mem, client.Config{CacheTTL: -1})
+	logic := newClient(t, srv, client.Config{CacheTTL: time.Minute})
+	short := newClient(t, srv, client.Config{CacheTTL: 300 * time.Millisecond})
+
+	ep, err := edge.Register(ctx, "edge-a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until both caches are live (their event watch is connected): a cached answer then
+	// survives a change without an event.
+	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 1, User: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{logic, short} {
+		waitFor(t, 5*time.Second, "cache live", func() error {
+			if n := nconns(t, c, "alice"); n != 1 {
+				return fmt.Errorf("alice has %d conns", n)
+			}
+			// A second device (no user event) is not seen by a live cache.
+			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 2, User: "alice"}}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				_ = edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpDisconnect, ConnID: 2, User: "alice"}})
+			}()
+			if n := nconns(t, c, "alice"); n != 1 {
+				return fmt.Errorf("cache not live yet (%d conns)", n)
+			}
+			return nil
+		})
+	}
+
+	// Negative answer cached, then invalidated by carol's online event long before the TTL.
+	if n := nconns(t, logic, "carol"); n != 0 {
+		t.Fatalf("carol %d", n)
+	}
+	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 3, User: "carol"}}); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, 5*time.Second, "online event invalidates", func() error {
+		if n := nconns(t, logic, "carol"); n != 1 {
+			return fmt.Errorf("carol %d conns", n)
+		}
+		return nil
+	})
+	t.Logf("online event invalidated the cached offline answer after %v (TTL 1m)", took)
+
+	// A second device of alice: no event. The 1-minute cache still says 1 conn; the 300ms
+	// cache sees 2 within its TTL.
+	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 4, User: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := nconns(t, logic, "alice"); n != 1 {
+		t.Fatalf("long-TTL cache: alice %d conns, want the cached 1", n)
+	}
+	took = waitFor(t, 2*time.Second, "TTL bound", func() error {
+		if n := nconns(t, short, "alice"); n != 2 {
+			return fmt.Errorf("alice %d conns", n)
+		}
+		return nil
+	})
+	t.Logf("change without event seen by the 300ms cache after %v", took)
+
+	// An Apply through the reading client invalidates at once.
+	if err := logic.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 5, User: "alice"}, {Kind: presence.OpJoin, ConnID: 5, Room: "r"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := nconns(t, logic, "alice"); n != 3 {
+		t.Fatalf("after own Apply: alice %d conns, want 3", n)
+	}
+	re, err := logic.RoomEdges(ctx, "r")
+	if err != nil || len(re) != 1 || re[0].Members != 1 {
+		t.Fatalf("room edges %v %v", re, err)
+	}
+	if err := logic.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpLeave, ConnID: 5, Room: "r"}}); err != nil {
+		t.Fatal(err)
+	}
+	if re, err := logic.RoomEdges(ctx, "r"); err != nil || len(re) != 0 {
+		t.Fatalf("room edges after own leave %v %v", re, err)
+	}
+}
+
+func newClient(t testing.TB, srv *server.Server, cfg client.Config) *client.Client {
+	cfg.Addr = srv.Addr()
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -1,0 +1,275 @@
+//go:build integration
+
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/router/client"
+	"github.com/switchboard-io/switchboard/router/presence"
+)
+
+// simEdge plays an edge through the router client: it renews every ttl/3 and, on
+// ErrLeaseLost from Renew or Apply, registers again and Syncs its full state (what the edge
+// package's reporter does). No client connection of the edge is touched.
+type simEdge struct {
+	c     *client.Client
+	id    string
+	ttl   time.Duration
+	conns []presence.Conn
+	rooms map[string][]uint64
+
+	mu       sync.Mutex
+	epoch    uint64
+	resyncs  int
+	lastSync time.Time
+}
+
+func (e *simEdge) start(ctx context.Context, t *testing.T) (stop func()) {
+	t.Helper()
+	if err := e.resync(ctx); err != nil {
+		t.Fatalf("edge %s start: %v", e.id, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(e.ttl / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if err := e.c.Renew(ctx, e.id, e.current()); errors.Is(err, presence.ErrLeaseLost) {
+				_ = e.resync(ctx) // retried at the next tick on failure
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (e *simEdge) current() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.epoch
+}
+
+// apply reports ops; on ErrLeaseLost it re-registers and Syncs (the ops are part of the
+// edge's state already, so the Sync carries them).
+func (e *simEdge) apply(ctx context.Context, ops []presence.Op) (resynced bool, err error) {
+	err = e.c.Apply(ctx, e.id, e.current(), ops)
+	if errors.Is(err, presence.ErrLeaseLost) {
+		return true, e.resync(ctx)
+	}
+	return false, err
+}
+
+func (e *simEdge) resync(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ep, err := e.c.Register(ctx, e.id, e.ttl)
+	if err != nil {
+		return err
+	}
+	if err := e.c.Sync(ctx, e.id, ep, e.conns, e.rooms); err != nil {
+		return err
+	}
+	e.epoch = ep
+	e.resyncs++
+	e.lastSync = time.Now()
+	return nil
+}
+
+func edgeState(prefix string, n int) ([]presence.Conn, map[string][]uint64) {
+	conns := make([]presence.Conn, n)
+	rooms := map[string][]uint64{}
+	for i := range conns {
+		conns[i] = presence.Conn{ConnID: uint64(i + 1), User: fmt.Sprintf("%s-user-%d", prefix, i), Meta: map[string]string{"d": "web"}}
+		r := fmt.Sprintf("room-%d", i%10)
+		rooms[r] = append(rooms[r], uint64(i+1))
+	}
+	return conns, rooms
+}
+
+func userNames(conns []presence.Conn) []string {
+	out := make([]string, len(conns))
+	for i, c := range conns {
+		out[i] = c.User
+	}
+	return out
+}
+
+// TestServiceLeaseLapse: through the router service with its defaults (lease 3s, refresh
+// 200ms) and logic's client with its default cache (200ms): an edge stops renewing; logic's
+// queries stop returning its users within lease + CacheTTL of its last renewal, and the
+// users' "last leave" (offline) events reach logic's client; a user that also has a
+// connection on a live edge gets no offline event.
+func TestServiceLeaseLapse(t *testing.T)        { testServiceLeaseLapse(t, "SB_REDIS_ADDR") }
+func TestServiceLeaseLapseCluster(t *testing.T) { testServiceLeaseLapse(t, "SB_REDIS_CLUSTER_ADDRS") }
+
+func testServiceLeaseLapse(t *testing.T, env string) {
+	rc := redisClient(t, env)
+	st := newRedisStore(t, rc, testPrefix(), 0)
+	edgeC, srv := serve(t, st, client.Config{CacheTTL: -1})
+	logic := newClient(t, srv, client.Config{}) // default cache
+	const lease, cacheTTL = presence.DefaultLeaseTTL, 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	evs, err := logic.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, rooms := edgeState("lapse", 200)
+	dying := &simEdge{c: edgeC, id: "edge-dying", ttl: lease, conns: conns, rooms: rooms}
+	stop := dying.start(ctx, t)
+	live := &simEdge{c: edgeC, id: "edge-live", ttl: lease, conns: conns[:1]}
+	stopLive := live.start(ctx, t)
+	defer stopLive()
+	all := userNames(conns)
+	if m, err := logic.ResolveUsers(ctx, all); err != nil || len(m) != len(conns) {
+		t.Fatalf("before lapse: %d users, err %v", len(m), err)
+	}
+	for online := 0; online < len(conns); {
+		select {
+		case ev := <-evs:
+			if ev.Kind == presence.EventUserOnline {
+				online++
+			}
+		case <-ctx.Done():
+			t.Fatalf("online events: %d of %d", online, len(conns))
+		}
+	}
+	stop() // the edge dies: no more renewals
+	if err := edgeC.Renew(ctx, dying.id, dying.current()); err != nil { // the lease runs from here
+		t.Fatal(err)
+	}
+	lastRenew := time.Now()
+	hidden := waitFor(t, lease+cacheTTL+time.Second, "dead edge's users hidden", func() error {
+		m, err := logic.ResolveUsers(ctx, all)
+		if err != nil {
+			return err
+		}
+		if len(m) != 1 || len(m[conns[0].User]) != 1 || m[conns[0].User][0].Edge != "edge-live" {
+			return fmt.Errorf("%d users still resolve", len(m))
+		}
+		re, err := logic.RoomEdges(ctx, "room-1")
+		if err != nil {
+			return err
+		}
+		if len(re) != 0 {
+			return fmt.Errorf("room-1 edges %v", re)
+		}
+		return nil
+	})
+	offline := map[string]bool{}
+	var offlineAt time.Duration
+	for len(offline) < len(conns)-1 {
+		select {
+		case ev := <-evs:
+			if ev.Kind == presence.EventUserOffline {
+				if ev.Edge != "edge-dying" {
+					t.Fatalf("offline event from %s", ev.Edge)
+				}
+				offline[ev.User] = true
+				offlineAt = time.Since(lastRenew)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("offline events: %d of %d", len(offline), len(conns)-1)
+		}
+	}
+	if offline[conns[0].User] {
+		t.Fatal("a user with a live connection got an offline event")
+	}
+	if err := edgeC.Renew(ctx, dying.id, dying.current()); !errors.Is(err, presence.ErrLeaseLost) {
+		t.Fatalf("Renew after lapse: %v, want ErrLeaseLost", err)
+	}
+	t.Logf("lease %v, cache %v: logic stopped seeing the dead edge %v after its last renewal; all %d offline events by %v",
+		lease, cacheTTL, hidden, len(offline), offlineAt)
+}
+
+// TestServiceDataLoss: Redis loses the presence data (every key of the store, as a FLUSHALL
+// does) under three running edges of 1000 connections. Each edge sees ErrLeaseLost at its next
+// Renew or Apply, registers again and Syncs; presence is whole again, as seen by logic through
+// its cached client, within one renewal interval (lease/3) + 2s, and no client reconnects.
+func TestServiceDataLoss(t *testing.T)        { testServiceDataLoss(t, "SB_REDIS_ADDR") }
+func TestServiceDataLossCluster(t *testing.T) { testServiceDataLoss(t, "SB_REDIS_CLUSTER_ADDRS") }
+
+func testServiceDataLoss(t *testing.T, env string) {
+	rc := redisClient(t, env)
+	prefix := testPrefix()
+	st := newRedisStore(t, rc, prefix, 0)
+	edgeC, srv := serve(t, st, client.Config{CacheTTL: -1})
+	logic := newClient(t, srv, client.Config{})
+	const lease = presence.DefaultLeaseTTL
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var edges []*simEdge
+	var all []string
+	for i := 0; i < 3; i++ {
+		conns, rooms := edgeState(fmt.Sprintf("e%d", i), 1000)
+		e := &simEdge{c: edgeC, id: fmt.Sprintf("edge-%d", i), ttl: lease, conns: conns, rooms: rooms}
+		stop := e.start(ctx, t)
+		defer stop()
+		edges = append(edges, e)
+		all = append(all, userNames(conns)...)
+	}
+	whole := func() error {
+		m, err := logic.ResolveUsers(ctx, all)
+		if err != nil {
+			return err
+		}
+		if len(m) != len(all) {
+			return fmt.Errorf("%d of %d users resolve", len(m), len(all))
+		}
+		rc, err := logic.RoomCounts(ctx, []string{"room-0"})
+		if err != nil {
+			return err
+		}
+		if rc["room-0"] != 300 {
+			return fmt.Errorf("room-0 has %d members", rc["room-0"])
+		}
+		re, err := logic.RoomEdges(ctx, "room-1")
+		if err != nil {
+			return err
+		}
+		if len(re) != 3 {
+			return fmt.Errorf("room-1 on %d edges", len(re))
+		}
+		on, err := logic.Online(ctx)
+		if err != nil {
+			return err
+		}
+		if on.Connections != 3000 || on.Users != 3000 {
+			return fmt.Errorf("online %d conns %d users", on.Connections, on.Users)
+		}
+		return nil
+	}
+	waitFor(t, 5*time.Second, "initial state", whole)
+	wipePrefix(t, rc, prefix)
+	lost := time.Now()
+	// Edge 0 has something to report right after the loss: its Apply fails with
+	// ErrLeaseLost and it resyncs at once (the others notice at their next Renew).
+	resynced, err := edges[0].apply(ctx, []presence.Op{{Kind: presence.OpJoin, ConnID: 1, Room: "room-0"}})
+	if err != nil || !resynced {
+		t.Fatalf("Apply after data loss: resynced=%v err=%v, want ErrLeaseLost and a resync", resynced, err)
+	}
+	bound := lease/3 + 2*time.Second
+	waitFor(t, bound, "presence whole after data loss", whole)
+	took := time.Since(lost)
+	for _, e := range edges {
+		e.mu.Lock()
+		if e.resyncs != 2 {
+			t.Errorf("edge %s resynced %d times, want 2 (start + loss)", e.id, e.resyncs)
+		}
+		t.Logf("edge %s re-synced %v after the loss", e.id, e.lastSync.Sub(lost))
+		e.mu.Unlock()
+	}
+	t.Logf("data loss: presence of 3 edges x 1000 conns whole again for logic %v later (bound %v)", took, bound)
+}
