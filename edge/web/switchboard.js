@@ -303,6 +303,25 @@ export class Switchboard {
    * @param {{ack?: boolean, timeout?: number, traceparent?: string, id?: string, resend?: boolean}} [o]
    */
   send(type, data, o = {}) {
+    return this._send(type, data, o, false);
+  }
+
+  /**
+   * Request/response: send a frame and resolve with the server's reply — the first delivery
+   * carrying the frame's id (e.g. chat.history for chat.sync) — or reject with the "error"
+   * frame carrying it, even when that comes after the edge's "ack" (which only says the bus
+   * accepted the frame: plugin errors such as ErrUnknownType follow it). A request not yet
+   * acked when the connection drops is resent; one already acked rejects with EDROPPED (its
+   * reply was addressed to the old connection).
+   * @param {string} type
+   * @param {*} [data]
+   * @param {{timeout?: number, traceparent?: string, id?: string}} [o]
+   */
+  request(type, data, o = {}) {
+    return this._send(type, data, { ...o, ack: true }, true);
+  }
+
+  _send(type, data, o, reply) {
     if (typeof type !== 'string' || type === '') {
       return Promise.reject(new TypeError('switchboard: send needs a type'));
     }
@@ -328,7 +347,7 @@ export class Switchboard {
         this._queue.push({ text, resolve, reject });
         return;
       }
-      const p = { type, text, resolve, reject, timer: null, sent: false, resend: o.resend };
+      const p = { type, text, resolve, reject, timer: null, sent: false, resend: o.resend, reply, acked: false };
       const timeout = o.timeout ?? this.opts.ackTimeout;
       if (timeout > 0) {
         p.timer = setTimeout(() => {
@@ -424,7 +443,9 @@ export class Switchboard {
     const wasOpen = this._state === States.Online;
     this.closeInfo = { code, reason, byClient: false };
     for (const [id, p] of this._pending) {
-      if (p.resend === false && p.sent) {
+      if (p.reply && p.acked) {
+        this._settle(id, p).reject(new SwitchboardError(ErrorCodes.Dropped, `switchboard: connection dropped before the reply to ${p.type}`));
+      } else if (p.resend === false && p.sent) {
         this._settle(id, p).reject(new SwitchboardError(ErrorCodes.Dropped, `switchboard: connection dropped before ${p.type} was acknowledged`));
       } else {
         p.sent = false; // resend after reconnect, same id
@@ -490,7 +511,8 @@ export class Switchboard {
         return;
       case Types.ack: {
         const p = f.id && this._pending.get(f.id);
-        if (p) this._settle(f.id, p).resolve(f);
+        if (p && p.reply) p.acked = true; // accepted by the bus; the reply or error follows
+        else if (p) this._settle(f.id, p).resolve(f);
         return;
       }
       case Types.error: {
@@ -576,7 +598,7 @@ export class Switchboard {
     this._resumeFailed = false;
     for (const [conv, seq] of this._lastSeq) this._sync(conv, seq);
     this._convsPending = true;
-    this.send(Types.chatConvs, {}, { resend: false }).then(
+    this.request(Types.chatConvs, {}).then(
       () => {},
       () => { this._convsPending = false; this._checkResume(); },
     );
@@ -590,7 +612,7 @@ export class Switchboard {
       return;
     }
     this._syncing.set(conv, pages);
-    this.send(Types.chatSync, { conv, after }, { resend: false }).catch(() => {
+    this.request(Types.chatSync, { conv, after }).catch(() => {
       this._syncing.delete(conv);
       this._checkResume();
     });

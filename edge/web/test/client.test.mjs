@@ -18,6 +18,16 @@ test('connect: welcome names the user and the connection', async (t) => {
   assert.deepEqual(states, [States.Connecting, States.Online]);
 });
 
+test('echo: request resolves with the reply carrying the frame id', async (t) => {
+  wsURL();
+  const sb = client(uniqueUser('req'));
+  t.after(() => sb.close());
+  await sb.connect();
+  const reply = await sb.request('echo', { q: 42 });
+  assert.equal(reply.type, 'echo');
+  assert.deepEqual(reply.data, { q: 42 });
+});
+
 test('echo: round trip with ack', async (t) => {
   wsURL();
   const sb = client(uniqueUser('echo'));
@@ -32,12 +42,18 @@ test('echo: round trip with ack', async (t) => {
   assert.deepEqual(data, { nonce, text: 'héllo ✓' });
 });
 
-test('error frame: an unknown type rejects with .code 1002', async (t) => {
+test('error frame: an unknown type rejects a request with .code 1002 (after the bus ack)', async (t) => {
   wsURL();
   const sb = client(uniqueUser('err'));
   t.after(() => sb.close());
   await sb.connect();
-  await assert.rejects(sb.send('no.such.type', { x: 1 }), (err) => {
+  const errors = [];
+  sb.on('error', (e) => errors.push(e)); // before send: the error may arrive with the ack
+  const acked = await sb.send('no.such.type', { y: 2 });
+  assert.equal(acked.type, 'ack', 'send() settles on the ack: the bus accepted the frame');
+  const late = await eventually(() => errors.find((e) => e.id === acked.id), 'the error event');
+  assert.equal(late.code, ErrorCodes.UnknownType, 'the plugin error follows as an error event');
+  await assert.rejects(sb.request('no.such.type', { x: 1 }), (err) => {
     assert.equal(err.code, ErrorCodes.UnknownType, `code ${err.code}: ${err.message}`);
     assert.equal(err.type, 'no.such.type');
     return true;

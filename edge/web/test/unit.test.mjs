@@ -184,3 +184,41 @@ test('unit: chat resume fetches exactly the missed messages, paging, without dup
 async function sb_roundtrip(sb) {
   await sb.send('echo', {}); // the fake edge answers in order: everything before it was handled
 }
+
+test('unit: request waits past the ack for the reply or the error', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  edge.drop = (f) => {
+    if (f.type !== 'slow') return false;
+    const c = [...edge.conns][0];
+    c.ws.send(JSON.stringify({ type: 'ack', id: f.id }));
+    setTimeout(() => c.ws.send(JSON.stringify(f.data.fail
+      ? { type: 'error', id: f.id, code: 1006, message: 'nope' }
+      : { type: 'slow.reply', id: f.id, data: { ok: 1 } })), 50);
+    return true;
+  };
+  const r = await sb.request('slow', {});
+  assert.equal(r.type, 'slow.reply');
+  await assert.rejects(sb.request('slow', { fail: true }), (err) => err.code === ErrorCodes.Forbidden);
+  const errors = [];
+  sb.on('error', (e) => errors.push(e));
+  const acked = await sb.send('slow', { fail: true });
+  assert.equal(acked.type, 'ack');
+  const ev = await eventually(() => errors.find((e) => e.id === acked.id), 'the error event');
+  assert.equal(ev.code, ErrorCodes.Forbidden);
+});
+
+test('unit: an acked request whose connection drops rejects with EDROPPED', async (t) => {
+  const { edge, sb } = await setup(t);
+  await sb.connect();
+  edge.drop = (f) => {
+    if (f.type === 'slow') [...edge.conns][0].ws.send(JSON.stringify({ type: 'ack', id: f.id }));
+    return f.type === 'slow';
+  };
+  const p = sb.request('slow', {});
+  const rejected = assert.rejects(p, (err) => err.code === ErrorCodes.Dropped);
+  await eventually(() => edge.received.some((f) => f.type === 'slow'), 'the request');
+  await eventually(() => [...sb._pending.values()].some((x) => x.acked), 'the ack (internal state)');
+  edge.cut();
+  await rejected;
+});
