@@ -146,7 +146,7 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 			t.Fatalf("online events: %d of %d", online, len(conns))
 		}
 	}
-	stop() // the edge dies: no more renewals
+	stop()                                                              // the edge dies: no more renewals
 	if err := edgeC.Renew(ctx, dying.id, dying.current()); err != nil { // the lease runs from here
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -96,18 +97,43 @@ func users(conns []presence.Conn) []string {
 	return out
 }
 
-func flushAll(t *testing.T, c redis.UniversalClient) {
+// flushAll makes Redis lose the store's data. By default it deletes every key under the
+// store's prefix on every master (for this store exactly what FLUSHALL does: the script cache
+// survives both) so that tests running at the same time against the same Redis keep their
+// keys; with SB_ROUTER_REAL_FLUSHALL=1 it runs a real FLUSHALL on every master.
+func flushAll(t *testing.T, c redis.UniversalClient, prefix string) {
 	t.Helper()
 	ctx := context.Background()
+	real := os.Getenv("SB_ROUTER_REAL_FLUSHALL") == "1"
+	del := func(ctx context.Context, n *redis.Client) error {
+		if real {
+			return n.FlushAll(ctx).Err()
+		}
+		var keys []string
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		_, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
+			}
+			return nil
+		})
+		return err
+	}
 	var err error
 	switch cc := c.(type) {
 	case *redis.ClusterClient:
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return n.FlushAll(ctx).Err() })
-	default:
-		err = c.FlushAll(ctx).Err()
+		err = cc.ForEachMaster(ctx, del)
+	case *redis.Client:
+		err = del(ctx, cc)
 	}
 	if err != nil {
-		t.Fatalf("FLUSHALL: %v", err)
+		t.Fatalf("FLUSHALL (real=%v): %v", real, err)
 	}
 }
 
@@ -270,7 +296,7 @@ func testFlushAll(t *testing.T, env string) {
 		return nil
 	}
 	waitUntil(t, 5*time.Second, "initial state", whole)
-	flushAll(t, c)
+	flushAll(t, c, prefix)
 	flushed := time.Now()
 	bound := ttl/3 + 2*time.Second // one renewal interval + register/sync + refresh slack
 	took := waitUntil(t, bound, "presence whole after FLUSHALL", whole)
