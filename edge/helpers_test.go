@@ -91,6 +91,7 @@ func testConfig() Config {
 		DrainWindow:     50 * time.Millisecond,
 		DrainGrace:      50 * time.Millisecond,
 		MoveJitter:      100 * time.Millisecond,
+		Tick:            10 * time.Millisecond,
 	}
 }
 
