@@ -21,7 +21,7 @@ LT="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$LT/.." && pwd)"
 BIN="${SB_BIN:-$HOME/.cache/switchboard/bin}"
 TARGETS="switchboard,switchboard-cluster,centrifugo,centrifugo-redis,hub"
-SCENARIOS="idle,fanout,chat,storm"
+SCENARIOS="idle,fanout,chat,storm,reconnect"
 IDLE_CONNS=5000
 FANOUT_MEMBERS=2000
 FANOUT_RATE=20
@@ -30,6 +30,7 @@ DURATION=10s
 CHAT_PAIRS=500
 CHAT_RATE=1000
 STORM_CONNS=3000
+RECONNECT_CONNS=3000
 HOLD=15s
 OUT=""
 EXTRA=()
@@ -47,9 +48,10 @@ while [ $# -gt 0 ]; do
     --chat-pairs) CHAT_PAIRS="$2"; shift 2 ;;
     --chat-rate) CHAT_RATE="$2"; shift 2 ;;
     --storm-conns) STORM_CONNS="$2"; shift 2 ;;
+    --reconnect-conns) RECONNECT_CONNS="$2"; shift 2 ;;
     --hold) HOLD="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    --quick) IDLE_CONNS=500; FANOUT_MEMBERS=300; CHAT_PAIRS=100; CHAT_RATE=200; STORM_CONNS=500
+    --quick) IDLE_CONNS=500; FANOUT_MEMBERS=300; CHAT_PAIRS=100; CHAT_RATE=200; STORM_CONNS=500; RECONNECT_CONNS=500
              DURATION=3s; HOLD=3s; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) usage 0 ;;
@@ -73,7 +75,30 @@ WSLOAD="$WORK/wsload"
 [ -f "$ROOT/.run/env" ] && . "$ROOT/.run/env" || true
 
 PID=""
+PIDFILE="$WORK/target.pid"
+# launch CMD…: starts a target in the background, records its pid in $PIDFILE and writes
+# $WORK/restart.sh, which stops it, starts the same command again and prints the new pid
+# (the reconnect scenario's -restart-cmd).
+launch() {
+  "$@" >>"$LOG" 2>&1 &
+  PID=$!
+  echo "$PID" > "$PIDFILE"
+  {
+    echo "#!/usr/bin/env bash"
+    echo "set -eu"
+    echo "old=\$(cat $(printf %q "$PIDFILE")); kill \$old 2>/dev/null || true"
+    echo "for _ in \$(seq 100); do kill -0 \$old 2>/dev/null || break; sleep 0.05; done"
+    echo "kill -9 \$old 2>/dev/null || true"
+    printf '%q ' "$@"; echo ">>$(printf %q "$LOG") 2>&1 </dev/null &"
+    echo "echo \$! > $(printf %q "$PIDFILE")"
+    echo "echo \$!"
+  } > "$WORK/restart.sh"
+  chmod +x "$WORK/restart.sh"
+}
 stop_target() {
+  # the reconnect scenario may have replaced the process: the pid file knows the latest one
+  if [ -n "$PID" ] && [ -s "$PIDFILE" ]; then PID="$(cat "$PIDFILE")"; fi
+  rm -f "$PIDFILE"
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
     kill "$PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
@@ -104,7 +129,7 @@ start_target() {
     hub)
       url="ws://127.0.0.1:18090/ws"; PROTO=naive
       port_busy 127.0.0.1 18090 && { say "skip hub: port 18090 in use"; return 1; }
-      "$WORK/hub" -addr 127.0.0.1:18090 >>"$LOG" 2>&1 & PID=$! ;;
+      launch "$WORK/hub" -addr 127.0.0.1:18090 ;;
     centrifugo|centrifugo-redis)
       url="ws://127.0.0.1:18000/connection/websocket"; PROTO=centrifugo
       if [ ! -x "$BIN/centrifugo" ]; then
@@ -121,7 +146,7 @@ start_target() {
             -e "s|\"engine\": \"redis\",|\"engine\": \"redis\",\n  \"redis_prefix\": \"lt$RANDOM$RANDOM\",|" \
             "$LT/tools/centrifugo/config-redis.json" > "$conf"
       fi
-      "$BIN/centrifugo" -c "$conf" --port 18000 >>"$LOG" 2>&1 & PID=$! ;;
+      launch "$BIN/centrifugo" -c "$conf" --port 18000 ;;
     switchboard)
       url="${SWITCHBOARD_URL:-ws://127.0.0.1:18080/ws}"; PROTO=switchboard
       local cmd="${SWITCHBOARD_CMD:-}"
@@ -138,13 +163,15 @@ start_target() {
       fi
       port_busy "$(host_of "$url")" "$(port_of "$url")" && { say "skip switchboard: $url already in use"; return 1; }
       # shellcheck disable=SC2086
-      $cmd >>"$LOG" 2>&1 & PID=$! ;;
+      launch $cmd ;;
     switchboard-cluster)
       if [ -z "${SWITCHBOARD_CLUSTER_URLS:-}" ] || [ -z "${SWITCHBOARD_CLUSTER_PIDS:-}" ]; then
         say "skip switchboard-cluster: start \`make cluster\` and set SWITCHBOARD_CLUSTER_URLS and SWITCHBOARD_CLUSTER_PIDS"
         return 1
       fi
       URLS="$SWITCHBOARD_CLUSTER_URLS"; PIDS="$SWITCHBOARD_CLUSTER_PIDS"; PROTO=switchboard; PID=""
+      rm -f "$WORK/restart.sh"
+      [ -n "${SWITCHBOARD_CLUSTER_RESTART_CMD:-}" ] && printf '#!/bin/sh\n%s\n' "$SWITCHBOARD_CLUSTER_RESTART_CMD" > "$WORK/restart.sh" && chmod +x "$WORK/restart.sh"
       return 0 ;;
     *) say "skip $name: unknown target"; return 1 ;;
   esac
@@ -184,6 +211,10 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
   echo "- storm: $STORM_CONNS clients dial at once (≤ 2,000 dials in flight per worker); *handshake* ="
   echo "  dial → the server's welcome (Centrifugo: connect reply); *handshakes per CPU-s* ="
   echo "  connections ÷ target CPU over the storm."
+  echo "- reconnect: $RECONNECT_CONNS idle clients, then the target is restarted (SIGTERM, same"
+  echo "  command); clients redial with exponential backoff (50 ms doubling to 2 s, full jitter)."
+  echo "  *all connected* = the slowest client's drop → welcome; *failed* = failed redials;"
+  echo "  *handshakes per CPU-s* = reconnections ÷ CPU of the new process since it started."
   echo "- Shared 2-core box: absolute rates are modest and vary between runs; compare systems within"
   echo "  one run. Figures of a skipped target are absent, never estimated."
   echo
@@ -203,6 +234,11 @@ for t in "${TLIST[@]}"; do
       fanout) args=(-conns "$FANOUT_MEMBERS" -rate "$FANOUT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       chat)   args=(-pairs "$CHAT_PAIRS" -rate "$CHAT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       storm)  args=(-conns "$STORM_CONNS") ;;
+      reconnect)
+        if [ ! -x "$WORK/restart.sh" ]; then
+          say "skip $t/reconnect: no way to restart it (cluster: set SWITCHBOARD_CLUSTER_RESTART_CMD)"; stop_target; continue
+        fi
+        args=(-conns "$RECONNECT_CONNS" -hold 30s -restart-cmd "$WORK/restart.sh") ;;
       *) say "unknown scenario $s"; stop_target; continue ;;
     esac
     cmdline=(wsload -scenario "$s" -protocol "$PROTO" -label "$t" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")

@@ -32,7 +32,7 @@ func run() int {
 	var targets, pids, srcs, out string
 	var workers int
 	var worker, fork bool
-	flag.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, chat or storm")
+	flag.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, chat, storm or reconnect")
 	flag.StringVar(&cfg.Protocol, "protocol", "switchboard", "switchboard, naive or centrifugo")
 	flag.StringVar(&cfg.Label, "label", "", "name of the system under test in results (default: protocol)")
 	flag.StringVar(&targets, "target", "ws://127.0.0.1:8080/ws", "comma-separated ws:// URLs (loopback only); connections spread round-robin")
@@ -57,6 +57,8 @@ func run() int {
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")
 	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default danmaku.join)")
 	flag.StringVar(&cfg.SendType, "send-type", "", "frame type that sends to a room (default danmaku.send)")
+	var restartCmd string
+	flag.StringVar(&restartCmd, "restart-cmd", "", "reconnect: shell command that restarts the target; its last stdout line may list the new pids")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file ('-' for stdout)")
 	flag.BoolVar(&worker, "worker", false, "internal: run as a worker of a coordinator (stdin/stdout)")
 	flag.Parse()
@@ -81,6 +83,9 @@ func run() int {
 			return 2
 		}
 		cfg.TargetPIDs = append(cfg.TargetPIDs, n)
+	}
+	if restartCmd != "" {
+		cfg.RestartCommand = []string{"/bin/sh", "-c", restartCmd}
 	}
 	total := cfg.Conns
 	if cfg.Scenario == load.ScenarioChat {

@@ -12,6 +12,7 @@
 package load
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,9 @@ const (
 	ScenarioFanout = "fanout"
 	ScenarioChat   = "chat"
 	ScenarioStorm  = "storm"
+	// ScenarioReconnect holds Conns connections, restarts the target with RestartCommand and
+	// measures how the clients come back (storm after an edge restart).
+	ScenarioReconnect = "reconnect"
 )
 
 // ErrConfig wraps every configuration error.
@@ -91,13 +95,23 @@ type Config struct {
 	WorkerCommand []string
 	// InProcess runs workers as goroutines (tests).
 	InProcess bool
+	// RestartCommand (reconnect) restarts the target: run once after set-up; the last line of
+	// its stdout may list the new target pids (comma-separated), which replace TargetPIDs.
+	RestartCommand []string
+	// Restart, when set, is called instead of RestartCommand (tests); it returns the new pids
+	// (nil: keep TargetPIDs).
+	Restart func(ctx context.Context) ([]int, error)
 }
 
 func (c *Config) fill() error {
 	switch c.Scenario {
 	case ScenarioIdle, ScenarioFanout, ScenarioChat, ScenarioStorm:
+	case ScenarioReconnect:
+		if len(c.RestartCommand) == 0 && c.Restart == nil {
+			return fmt.Errorf("%w: reconnect needs a restart command", ErrConfig)
+		}
 	default:
-		return fmt.Errorf("%w: scenario %q (want idle, fanout, chat or storm)", ErrConfig, c.Scenario)
+		return fmt.Errorf("%w: scenario %q (want idle, fanout, chat, storm or reconnect)", ErrConfig, c.Scenario)
 	}
 	if c.Protocol == "" {
 		c.Protocol = "switchboard"
@@ -213,6 +227,7 @@ type workerConfig struct {
 	Size        int           `json:"size"`
 	Duration    time.Duration `json:"duration"`
 	DialTimeout time.Duration `json:"dial_timeout"`
+	Reconnect   bool          `json:"reconnect,omitempty"`
 	Room        string        `json:"room"`
 	JoinType    string        `json:"join_type,omitempty"`
 	SendType    string        `json:"send_type,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +46,10 @@ type Result struct {
 	Lost     int64   `json:"lost"`
 	LossPct  float64 `json:"loss_pct"`
 
-	// Storm.
+	// Storm: ms from "go" to the last welcome. Reconnect: the slowest client's drop → welcome.
 	AllConnectedMs float64 `json:"all_connected_ms,omitempty"`
+	// Reconnect: connections back after the restart (Failed counts every failed redial).
+	Reconnected int64 `json:"reconnected,omitempty"`
 
 	// Target (the system under test), measured from /proc over the measured window.
 	Target *TargetStats `json:"target,omitempty"`
@@ -200,6 +203,36 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	if err := c.waitAll(ctx, func(h *workerHandle) bool { return h.done }); err != nil {
 		return nil, err
 	}
+	var before int64
+	if cfg.Scenario == ScenarioReconnect {
+		before = c.sumOpen()
+		var pids []int
+		var err error
+		if cfg.Restart != nil {
+			pids, err = cfg.Restart(ctx)
+		} else {
+			pids, err = restart(ctx, cfg.RestartCommand, progress)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(pids) > 0 {
+			cfg.TargetPIDs, c.cfg.TargetPIDs = pids, pids
+			// The new process did all of its work inside the window: count from zero.
+			a = procstat.Sample{At: time.Now()}
+		}
+		// Wait (bounded by Hold) until as many connections are open as before the restart.
+		if err := c.until(ctx, cfg.Hold, func() bool {
+			var open, drops int64
+			for _, h := range c.ws {
+				open += h.last.Open
+				drops += h.last.Dropped
+			}
+			return drops > 0 && open >= before
+		}); err != nil {
+			return nil, err
+		}
+	}
 	switch cfg.Scenario {
 	case ScenarioIdle:
 		if err := c.sleep(ctx, cfg.Hold); err != nil {
@@ -218,6 +251,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		}
 	}
 	peakOpen := c.sumOpen()
+	var reconnected int64
+	for _, h := range ws {
+		reconnected += h.last.Reconn
+	}
 	c.broadcast("stop")
 	if err := c.waitAll(ctx, func(h *workerHandle) bool { return h.result != nil }); err != nil {
 		return nil, err
@@ -260,6 +297,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		res.Expected = res.Sent
 	case ScenarioStorm:
 		res.AllConnectedMs = maxElapsed
+	case ScenarioReconnect:
+		res.Reconnected = reconnected
+		res.Connected = before
+		if reconnected >= before && before > 0 {
+			res.AllConnectedMs = res.Latency.MaxMs // the slowest client's drop → welcome
+		}
 	}
 	if res.Expected > 0 {
 		res.Lost = res.Expected - res.Received
@@ -287,6 +330,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				t.DeliveriesPerCPUSecond = float64(res.Received) / t.CPUSeconds
 			case ScenarioStorm:
 				t.HandshakesPerCPUSecond = float64(peakOpen) / t.CPUSeconds
+			case ScenarioReconnect:
+				t.HandshakesPerCPUSecond = float64(reconnected) / t.CPUSeconds
 			}
 		}
 		res.Target = t
@@ -329,6 +374,7 @@ func plan(cfg Config) []workerConfig {
 			wc.Rate = cfg.Rate * float64(wc.Count) / float64(max(total, 1))
 		}
 		wc.Publisher = cfg.Scenario == ScenarioFanout && i == 0
+		wc.Reconnect = cfg.Scenario == ScenarioReconnect
 		out[i] = wc
 	}
 	return out
@@ -479,6 +525,56 @@ func (c *coord) waitAll(ctx context.Context, pred func(*workerHandle) bool) erro
 	}
 }
 
+// until processes events until cond holds or d passes.
+func (c *coord) until(ctx context.Context, d time.Duration, cond func() bool) error {
+	end := time.NewTimer(d)
+	defer end.Stop()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for !cond() {
+		if c.fatal != nil {
+			return c.fatal
+		}
+		select {
+		case we := <-c.evc:
+			c.handle(we)
+		case <-t.C:
+			c.printProgress()
+		case <-end.C:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("load: run exceeded its bound: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// restart runs the restart command; the last non-empty line of its stdout may list the new
+// target pids.
+func restart(ctx context.Context, argv []string, progress io.Writer) ([]int, error) {
+	fmt.Fprintf(progress, "wsload: restarting the target: %s\n", strings.Join(argv, " "))
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stderr = progress
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("load: restart command: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	var pids []int
+	for _, f := range strings.Split(last, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, nil // not a pid list: keep measuring the old pids
+		}
+		pids = append(pids, n)
+	}
+	return pids, nil
+}
+
 // sleep processes events for d.
 func (c *coord) sleep(ctx context.Context, d time.Duration) error {
 	end := time.NewTimer(d)
@@ -564,6 +660,9 @@ func Summary(r *Result) string {
 	if r.Expected > 0 || r.Sent > 0 {
 		fmt.Fprintf(&b, "   sent %d, received %d of %d expected, lost %d (%.3f%%)\n",
 			r.Sent, r.Received, r.Expected, r.Lost, r.LossPct)
+	}
+	if r.Scenario == ScenarioReconnect {
+		fmt.Fprintf(&b, "   reconnected %d of %d (failed redials %d)\n", r.Reconnected, r.Connected, r.Failed)
 	}
 	if r.AllConnectedMs > 0 {
 		fmt.Fprintf(&b, "   all connected after %.0f ms\n", r.AllConnectedMs)

@@ -131,3 +131,54 @@ func TestConfigRefusesRemoteTargets(t *testing.T) {
 		t.Error("unknown scenario accepted")
 	}
 }
+
+func TestReconnectAfterHubRestart(t *testing.T) {
+	h := naivehub.New(naivehub.Config{Addr: "127.0.0.1:0"})
+	if err := h.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	addr := h.Addr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	var restarted bool
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("hub: %v", err)
+		}
+	})
+	cfg := Config{
+		Scenario: ScenarioReconnect, Protocol: "naive", Targets: []string{"ws://" + addr + "/ws"},
+		SourceIPs: []string{"127.0.0.2"}, InProcess: true, MaxDuration: time.Minute,
+		Conns: 200, Hold: 20 * time.Second,
+		Restart: func(context.Context) ([]int, error) {
+			cancel() // stop the hub: every connection drops
+			if err := <-done; err != nil {
+				return nil, err
+			}
+			h2 := naivehub.New(naivehub.Config{Addr: addr})
+			if err := h2.Listen(); err != nil {
+				return nil, err
+			}
+			ctx, cancel = context.WithCancel(context.Background())
+			go func() { done <- h2.Run(ctx) }()
+			restarted = true
+			return nil, nil
+		},
+	}
+	res, err := Run(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(Summary(res))
+	if !restarted {
+		t.Fatal("restart hook not called")
+	}
+	if res.Connected != 200 || res.Dropped != 200 || res.Reconnected != 200 {
+		t.Errorf("connected %d dropped %d reconnected %d, want 200 each", res.Connected, res.Dropped, res.Reconnected)
+	}
+	if res.Latency.Count != 200 || res.AllConnectedMs <= 0 {
+		t.Errorf("reconnect latency n=%d, all-connected %.1f ms", res.Latency.Count, res.AllConnectedMs)
+	}
+}

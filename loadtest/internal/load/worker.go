@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type event struct {
 	Sent      int64                  `json:"sent"`
 	Recv      int64                  `json:"recv"`
 	Pongs     int64                  `json:"pongs"`
+	Reconn    int64                  `json:"reconnected,omitempty"`
 	ElapsedMs float64                `json:"elapsed_ms,omitempty"`
 	Errors    map[string]int64       `json:"errors,omitempty"`
 	Lat       *hdrhistogram.Snapshot `json:"lat,omitempty"`
@@ -48,8 +50,8 @@ type worker struct {
 	out *json.Encoder
 	omu sync.Mutex
 
-	open, dialed, failed, dropped, sent, recv, pongs atomic.Int64
-	stopping                                         atomic.Bool
+	open, dialed, failed, dropped, sent, recv, pongs, reconnected atomic.Int64
+	stopping                                                      atomic.Bool
 
 	emu  sync.Mutex
 	errs map[string]int64
@@ -151,7 +153,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 
 	// Set-up.
 	switch cfg.Scenario {
-	case ScenarioIdle:
+	case ScenarioIdle, ScenarioReconnect:
 		w.setupConns(ctx, cfg.Count, false)
 	case ScenarioFanout:
 		w.setupConns(ctx, cfg.Count, true)
@@ -201,7 +203,7 @@ func (w *worker) emit(ev event) {
 func (w *worker) snapshot(kind string) event {
 	ev := event{Ev: kind, W: w.cfg.Index, Open: w.open.Load(), Dialed: w.dialed.Load(),
 		Failed: w.failed.Load(), Dropped: w.dropped.Load(), Sent: w.sent.Load(), Recv: w.recv.Load(),
-		Pongs: w.pongs.Load()}
+		Pongs: w.pongs.Load(), Reconn: w.reconnected.Load()}
 	w.emu.Lock()
 	if len(w.errs) > 0 {
 		ev.Errors = make(map[string]int64, len(w.errs))
@@ -220,6 +222,16 @@ func (w *worker) noteErr(phase string, err error) {
 	if i := strings.LastIndex(msg, ": "); i >= 0 {
 		msg = msg[i+2:]
 	}
+	if len(msg) > 80 {
+		msg = msg[:80]
+	}
+	w.emu.Lock()
+	w.errs[phase+": "+msg]++
+	w.emu.Unlock()
+}
+
+// noteErrMsg counts a server-sent error message as is (it holds no addresses).
+func (w *worker) noteErrMsg(phase, msg string) {
 	if len(msg) > 80 {
 		msg = msg[:80]
 	}
@@ -412,13 +424,44 @@ func (c *client) readLoop() {
 	defer w.readers.Done()
 	err := c.conn.ReadLoop(c.onMessage)
 	close(c.setup)
-	if !w.stopping.Load() && c.live.Load() {
+	if !w.stopping.Load() && c.live.Swap(false) {
 		w.dropped.Add(1)
 		w.open.Add(-1)
 		if err != nil {
 			w.noteErr("read", err)
 		} else {
 			w.noteErr("read", errors.New("closed by server"))
+		}
+		if w.cfg.Reconnect {
+			w.readers.Add(1)
+			go w.redial(c)
+		}
+	}
+}
+
+// redial brings a dropped client back with exponential backoff and full jitter (50 ms
+// doubling to 2 s), recording the time from the drop to the new welcome.
+func (w *worker) redial(old *client) {
+	defer w.readers.Done()
+	dropped := time.Now()
+	backoff := 50 * time.Millisecond
+	for attempt := 0; !w.stopping.Load(); attempt++ {
+		time.Sleep(time.Duration(rand.Int64N(int64(backoff)) + 1))
+		if w.stopping.Load() {
+			return
+		}
+		c := &client{key: old.key, user: old.user, peer: old.peer, isA: old.isA}
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.DialTimeout)
+		err := w.dialClient(ctx, c, old.key+attempt)
+		cancel()
+		if err == nil {
+			w.lat.record(c.key, time.Since(dropped))
+			w.reconnected.Add(1)
+			w.register(c)
+			return
+		}
+		if backoff < 2*time.Second {
+			backoff *= 2
 		}
 	}
 }
@@ -434,8 +477,10 @@ func (c *client) onMessage(msg []byte) {
 				default:
 				}
 			}
-			if ev.Kind == wire.KindError && ev.ID > idInbox {
-				w.noteErr("server", errors.New(ev.Err))
+			if ev.Kind == wire.KindError {
+				// Counted even for set-up ids: Switchboard acks a frame when the bus accepts
+				// it, and a plugin's refusal arrives later as an error with the same id.
+				w.noteErrMsg("server", ev.Err)
 			}
 		case wire.KindPing:
 			if p := w.ad.Pong(); p != nil {
@@ -499,6 +544,9 @@ func (w *worker) heartbeats(done <-chan struct{}) {
 		cs := w.clients
 		w.cmu.Unlock()
 		for i := slot; i < len(cs); i += slots {
+			if !cs[i].live.Load() {
+				continue
+			}
 			if err := cs[i].conn.Ping(); err != nil {
 				w.noteErr("ping", err)
 			}

@@ -51,14 +51,14 @@ func Load(dir string) ([]*load.Result, error) {
 }
 
 func scenarioOrder(s string) int {
-	return strings.Index("idle fanout chat storm", s)
+	return strings.Index("idle fanout chat storm reconnect", s)
 }
 
 // Table renders the markdown tables, one per scenario present.
 func Table(rs []*load.Result) string {
 	var b strings.Builder
 	by := group(rs)
-	for _, sc := range []string{load.ScenarioIdle, load.ScenarioFanout, load.ScenarioChat, load.ScenarioStorm} {
+	for _, sc := range []string{load.ScenarioIdle, load.ScenarioFanout, load.ScenarioChat, load.ScenarioStorm, load.ScenarioReconnect} {
 		g := by[sc]
 		if len(g) == 0 {
 			continue
@@ -100,10 +100,49 @@ func Table(rs []*load.Result) string {
 					r.Requested, r.Failed, r.AllConnectedMs, r.Latency.P50Ms, r.Latency.P99Ms, t.CPUSeconds,
 					t.HandshakesPerCPUSecond)
 			}
+		case load.ScenarioReconnect:
+			b.WriteString("| system | clients | dropped | reconnected | failed redials | all back (ms) | drop→welcome p50 ms | p99 ms | new process CPU-s | handshakes per CPU-s |\n")
+			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			for _, r := range g {
+				t := target(r)
+				fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %.0f | %.2f | %.2f | %.2f | %.0f |\n", r.Label, r.Connected,
+					r.Dropped, r.Reconnected, r.Failed, r.AllConnectedMs, r.Latency.P50Ms, r.Latency.P99Ms,
+					t.CPUSeconds, t.HandshakesPerCPUSecond)
+			}
+		}
+		b.WriteString("\n")
+		for _, r := range g {
+			if n := errorNote(r); n != "" {
+				fmt.Fprintf(&b, "- %s: %s\n", r.Label, n)
+			}
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// errorNote lists a result's most frequent errors, and flags a run where nothing arrived.
+func errorNote(r *load.Result) string {
+	type kv struct {
+		k string
+		v int64
+	}
+	var es []kv
+	for k, v := range r.Errors {
+		es = append(es, kv{k, v})
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].v > es[j].v })
+	if len(es) > 3 {
+		es = es[:3]
+	}
+	var parts []string
+	if r.Sent > 0 && r.Received == 0 {
+		parts = append(parts, "**nothing delivered**")
+	}
+	for _, e := range es {
+		parts = append(parts, fmt.Sprintf("`%s` × %d", e.k, e.v))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Charts writes the PNG charts into dir and returns their file names.
@@ -144,6 +183,7 @@ func Charts(rs []*load.Result, dir string) ([]string, error) {
 		{"fanout-latency.png", load.ScenarioFanout, "fanout: delivery latency distribution"},
 		{"chat-rtt.png", load.ScenarioChat, "chat: round-trip latency distribution"},
 		{"storm-handshake-latency.png", load.ScenarioStorm, "storm: dial → welcome latency distribution"},
+		{"reconnect-latency.png", load.ScenarioReconnect, "reconnect: drop → welcome latency after a restart"},
 	}
 	for _, c := range lat {
 		p, err := latencyChart(by[c.scenario], c.title)
