@@ -106,6 +106,7 @@ func (b *Memory) Publish(ctx context.Context, topic string, m Message, done func
 		return
 	}
 	m = copyMessage(m)
+	m.Props = injectTrace(ctx, m.Props)
 	b.closeMu.RLock()
 	if b.closed {
 		b.closeMu.RUnlock()
@@ -526,7 +527,7 @@ func (c *memConsumer) run() {
 		m := copyMessage(e.msg.m)
 		d := &Delivery{Message: m, Topic: s.t.name, ID: strconv.FormatUint(e.msg.seq, 10),
 			Redeliveries: e.redeliveries, PublishTime: e.msg.at}
-		err := c.h(c.ctx, d)
+		err := c.h(extractTrace(c.ctx, d.Props), d)
 		if err != nil && c.ctx.Err() != nil {
 			return // failed because the consumer is closing: close redelivers e at once, not after the NackDelay
 		}

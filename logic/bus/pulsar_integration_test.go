@@ -1,0 +1,109 @@
+//go:build integration
+
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/logic/bus/bustest"
+)
+
+// adminHTTP keeps no idle connections, so no transport goroutine outlives a test (goleak).
+var adminHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
+// pulsarEnv returns the broker and admin URLs, failing the test when they are not set.
+func pulsarEnv(t *testing.T) (svc, admin string) {
+	t.Helper()
+	svc, admin = os.Getenv("SB_PULSAR_URL"), os.Getenv("SB_PULSAR_ADMIN_URL")
+	if svc == "" || admin == "" {
+		t.Fatal("SB_PULSAR_URL and SB_PULSAR_ADMIN_URL must be set (source .run/env after deploy/local/services.sh up)")
+	}
+	return svc, admin
+}
+
+func newPulsar(t *testing.T, cfg bus.PulsarConfig) *bus.Pulsar {
+	t.Helper()
+	b, err := bus.NewPulsar(cfg)
+	if err != nil {
+		t.Fatalf("NewPulsar: %v", err)
+	}
+	return b
+}
+
+func TestPulsarContract(t *testing.T) {
+	svc, admin := pulsarEnv(t)
+	resp, err := adminHTTP.Get(admin + "/admin/v2/brokers/health")
+	if err != nil {
+		t.Fatalf("Pulsar admin %s unreachable: %v", admin, err)
+	}
+	resp.Body.Close()
+	bustest.RunWith(t, bustest.Options{Wait: 30 * time.Second}, func(t *testing.T) bus.Bus {
+		return newPulsar(t, bus.PulsarConfig{URL: svc})
+	})
+}
+
+// TestPulsarEphemeralSubscriptionIsNonDurable checks with the admin API that an Ephemeral
+// subscription leaves no cursor behind once its consumer is gone, while a durable one stays.
+func TestPulsarEphemeralSubscriptionIsNonDurable(t *testing.T) {
+	svc, admin := pulsarEnv(t)
+	b := newPulsar(t, bus.PulsarConfig{URL: svc})
+	defer b.Close()
+	name := "bustest-eph-" + time.Now().Format("150405.000000")
+	topic := "persistent://public/default/" + name
+	h := func(context.Context, *bus.Delivery) error { return nil }
+	ctx := context.Background()
+	eph, err := b.Subscribe(ctx, topic, "eph", bus.SubOptions{Ephemeral: true, FromLatest: true}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dur, err := b.Subscribe(ctx, topic, "dur", bus.SubOptions{FromLatest: true}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := func() map[string]json.RawMessage {
+		resp, err := adminHTTP.Get(admin + "/admin/v2/persistent/public/default/" + url.PathEscape(name) + "/stats")
+		if err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Subscriptions map[string]json.RawMessage `json:"subscriptions"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		return st.Subscriptions
+	}
+	if s := subs(); s["eph"] == nil || s["dur"] == nil {
+		t.Fatalf("subscriptions while consuming: %v", keys(s))
+	}
+	eph.Close()
+	dur.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := subs()
+		if s["eph"] == nil && s["dur"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscriptions after close: %v, want only dur", keys(s))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func keys(m map[string]json.RawMessage) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return strings.Join(ks, ",")
+}
