@@ -324,14 +324,8 @@ func (l *loop) flush() {
 		vec := l.pvecs[i]
 		n := l.pbytes[i]
 		wc.pend = 0
-		if wc.state == connOpen {
-			if wc.c.OutboundBuffered()+n > l.s.cfg.MaxOutboundBytes {
-				l.closeWith(wc, uint16(protocol.CloseSlowConsumer), protocol.CloseSlowConsumer.String())
-			} else if len(vec) == 1 {
-				_, _ = wc.c.Write(vec[0])
-			} else {
-				_, _ = wc.c.Writev(vec)
-			}
+		if len(vec) > 0 {
+			l.writeVec(wc, vec, n)
 		}
 		clear(vec)
 		l.pvecs[i] = vec[:0]
