@@ -63,7 +63,10 @@ func run(raw, out, meta, title string) error {
 			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(c, ".png"), c)
 		}
 	}
-	rel, _ := filepath.Rel(out, raw)
+	rel, err := filepath.Rel(out, raw)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		rel = raw
+	}
 	fmt.Fprintf(&b, "Raw results (wsload JSON, with full HDR histograms): [`%s/`](%s/)\n", rel, rel)
 	return os.WriteFile(filepath.Join(out, "README.md"), []byte(b.String()), 0o644)
 }

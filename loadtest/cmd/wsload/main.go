@@ -51,7 +51,7 @@ func run() int {
 	flag.Float64Var(&cfg.Rate, "rate", 0, "fanout: messages/s from the publisher; chat: messages/s over all pairs (0: 20 / 1000)")
 	flag.IntVar(&cfg.Size, "size", 100, "message text size in bytes (≥ 24)")
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "fanout, chat: how long to send")
-	flag.DurationVar(&cfg.Grace, "grace", 2*time.Second, "fanout, chat: wait for deliveries after sending stops")
+	flag.DurationVar(&cfg.Grace, "grace", 5*time.Second, "fanout, chat: max wait for deliveries after sending stops (ends early when all arrived)")
 	flag.DurationVar(&cfg.DialTimeout, "dial-timeout", 15*time.Second, "one dial + handshake + set-up step")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 15*time.Minute, "hard bound of the whole run")
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")

@@ -77,7 +77,8 @@ type Config struct {
 	Size int
 	// Duration is how long fanout and chat send. Zero means 10s.
 	Duration time.Duration
-	// Grace is how long to wait for deliveries after sending stops. Zero means 2s.
+	// Grace bounds the wait for deliveries after sending stops (the wait ends as soon as
+	// everything expected arrived). Zero means 5s.
 	Grace time.Duration
 	// DialTimeout bounds one connection's dial and handshake. Zero means 15s.
 	DialTimeout time.Duration
@@ -171,7 +172,7 @@ func (c *Config) fill() error {
 	defd(&c.Settle, 3*time.Second)
 	defd(&c.Hold, 15*time.Second)
 	defd(&c.Duration, 10*time.Second)
-	defd(&c.Grace, 2*time.Second)
+	defd(&c.Grace, 5*time.Second)
 	defd(&c.DialTimeout, 15*time.Second)
 	defd(&c.MaxDuration, 15*time.Minute)
 	if c.Room == "" {

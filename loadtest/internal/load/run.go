@@ -59,6 +59,21 @@ type Result struct {
 
 	Errors    map[string]int64 `json:"errors,omitempty"`
 	ElapsedMs float64          `json:"elapsed_ms"`
+	// LoadAvg is /proc/loadavg at the start and at the end: the box is shared, and a high
+	// load average means the generator and the target competed for the cores.
+	LoadAvg [2]string `json:"loadavg"`
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // Params are the knobs a run used.
@@ -124,7 +139,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	res := &Result{Scenario: cfg.Scenario, Label: cfg.Label, Protocol: cfg.Protocol,
 		Targets: cfg.Targets, Started: start.UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
 		Params: Params{Conns: cfg.Conns, Size: cfg.Size, SourceIPs: len(cfg.SourceIPs),
-			PerWorker: cfg.PerWorker, ConnectRate: cfg.ConnectRate, HeartbeatS: cfg.Heartbeat.Seconds()}}
+			PerWorker: cfg.PerWorker, ConnectRate: cfg.ConnectRate, HeartbeatS: cfg.Heartbeat.Seconds()},
+		LoadAvg: [2]string{loadAvg()}}
 	switch cfg.Scenario {
 	case ScenarioFanout:
 		res.Params.Rate, res.Params.DurationS = cfg.Rate, cfg.Duration.Seconds()
@@ -239,7 +255,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			return nil, err
 		}
 	case ScenarioFanout, ScenarioChat:
-		if err := c.sleep(ctx, cfg.Grace); err != nil {
+		// Wait for the deliveries in flight: until everything expected arrived, at most Grace.
+		if err := c.until(ctx, cfg.Grace, func() bool {
+			var open, sent, recv int64
+			for _, h := range c.ws {
+				open, sent, recv = open+h.last.Open, sent+h.last.Sent, recv+h.last.Recv
+			}
+			want := sent
+			if cfg.Scenario == ScenarioFanout {
+				want = sent * (open - 1)
+			}
+			return recv >= want
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -337,6 +364,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		res.Target = t
 	}
 	res.ElapsedMs = float64(time.Since(start)) / 1e6
+	res.LoadAvg[1] = loadAvg()
 	fmt.Fprintln(progress, Summary(res))
 	return res, nil
 }
@@ -655,8 +683,8 @@ func (c *coord) printProgress() {
 // Summary renders a result as a few human-readable lines.
 func Summary(r *Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "== %s / %s: connected %d of %d (failed %d, dropped %d) in %.1fs\n",
-		r.Scenario, r.Label, r.Connected, r.Requested, r.Failed, r.Dropped, r.ElapsedMs/1000)
+	fmt.Fprintf(&b, "== %s / %s: connected %d of %d (failed %d, dropped %d) in %.1fs (loadavg %s → %s)\n",
+		r.Scenario, r.Label, r.Connected, r.Requested, r.Failed, r.Dropped, r.ElapsedMs/1000, r.LoadAvg[0], r.LoadAvg[1])
 	if r.Expected > 0 || r.Sent > 0 {
 		fmt.Fprintf(&b, "   sent %d, received %d of %d expected, lost %d (%.3f%%)\n",
 			r.Sent, r.Received, r.Expected, r.Lost, r.LossPct)

@@ -47,7 +47,7 @@ func baseConfig(t *testing.T, scenario string) Config {
 
 func TestFanoutAgainstHub(t *testing.T) {
 	cfg := baseConfig(t, ScenarioFanout)
-	cfg.Conns, cfg.Rate, cfg.Duration, cfg.Grace, cfg.Size = 300, 50, time.Second, 500*time.Millisecond, 64
+	cfg.Conns, cfg.Rate, cfg.Duration, cfg.Grace, cfg.Size = 300, 50, time.Second, 20*time.Second, 64
 	cfg.PerWorker = 200 // two in-process workers: exercises the split and the merge
 	res, err := Run(context.Background(), cfg, io.Discard)
 	if err != nil {
@@ -76,7 +76,7 @@ func TestFanoutAgainstHub(t *testing.T) {
 
 func TestChatAgainstHub(t *testing.T) {
 	cfg := baseConfig(t, ScenarioChat)
-	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.Grace = 100, 200, time.Second, 500*time.Millisecond
+	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.Grace = 100, 200, time.Second, 20*time.Second
 	res, err := Run(context.Background(), cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)

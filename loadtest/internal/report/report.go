@@ -136,6 +136,9 @@ func errorNote(r *load.Result) string {
 		es = es[:3]
 	}
 	var parts []string
+	if r.LoadAvg[0] != "" {
+		parts = append(parts, fmt.Sprintf("loadavg %s → %s", r.LoadAvg[0], r.LoadAvg[1]))
+	}
 	if r.Sent > 0 && r.Received == 0 {
 		parts = append(parts, "**nothing delivered**")
 	}
