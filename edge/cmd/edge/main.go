@@ -1,0 +1,279 @@
+// Command edge runs a production edge: WebSocket connections on gnet, client frames published
+// to Pulsar, deliveries consumed from the edge's own Pulsar topic, presence reported to the
+// router over gRPC, JWT authentication.
+//
+//	edge -addr 127.0.0.1:8081 -id edge-1 -pulsar pulsar://127.0.0.1:6650 \
+//	     -router 127.0.0.1:7070 -jwt-secret-file /etc/switchboard/jwt.key
+//
+// The same address serves plain HTTP: /healthz (200 while serving, 503 once draining: balancers
+// stop sending new clients), /stats (the edge's counters, JSON), and with -demo the demo page
+// and, with -dev-tokens, a development token issuer at /auth/dev-token?user=<id>.
+//
+// Every flag has an environment variable (shown in -help); a flag on the command line wins.
+// SIGINT or SIGTERM drains the edge: clients are told to move in paced, jittered waves over
+// -drain, then the edge deregisters from presence and exits.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchboard-io/switchboard/edge"
+	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
+	"github.com/switchboard-io/switchboard/edge/web"
+	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/router/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name))
+	return b
+}
+
+type options struct {
+	addr, id, path, pulsar, namespace, router string
+	jwtSecret                                 []byte
+	audience                                  string
+	devAuth, devTokens, demo                  bool
+	origins                                   []string
+	loops                                     int
+	drain, moveJitter, lease                  time.Duration
+	logLevel                                  slog.Level
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", env("SB_EDGE_ADDR", "127.0.0.1:8080"), "listen address (SB_EDGE_ADDR)")
+	fs.StringVar(&o.id, "id", env("SB_EDGE_ID", ""), "edge id, [A-Za-z0-9._-]{1,64}, unique in the cluster; names its Pulsar topic (SB_EDGE_ID; empty: edge-<pid>)")
+	fs.StringVar(&o.path, "path", env("SB_EDGE_PATH", "/ws"), "WebSocket path (SB_EDGE_PATH)")
+	fs.StringVar(&o.pulsar, "pulsar", env("SB_PULSAR_URL", ""), "Pulsar service URL, required (SB_PULSAR_URL)")
+	fs.StringVar(&o.namespace, "namespace", env("SB_NAMESPACE", ""), "Pulsar tenant/namespace of the topics (SB_NAMESPACE; empty: public/default)")
+	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC target, required: host:port or dns:///name:port (SB_ROUTER_ADDR)")
+	secretFile := fs.String("jwt-secret-file", env("SB_JWT_SECRET_FILE", ""), "file holding the HS256 JWT secret (SB_JWT_SECRET_FILE; or the secret itself in SB_JWT_SECRET)")
+	fs.StringVar(&o.audience, "jwt-audience", env("SB_JWT_AUDIENCE", ""), "required aud claim (SB_JWT_AUDIENCE; empty: not checked)")
+	fs.BoolVar(&o.devAuth, "insecure-dev-auth", envBool("SB_EDGE_INSECURE_DEV_AUTH"), "accept ?user=<id> without a token: development only (SB_EDGE_INSECURE_DEV_AUTH)")
+	fs.BoolVar(&o.demo, "demo", envBool("SB_EDGE_DEMO"), "serve the demo page at / (SB_EDGE_DEMO)")
+	fs.BoolVar(&o.devTokens, "dev-tokens", envBool("SB_EDGE_DEV_TOKENS"), "issue HS256 tokens for any user at /auth/dev-token?user=<id>: demos only (SB_EDGE_DEV_TOKENS)")
+	origins := fs.String("origins", env("SB_EDGE_ORIGINS", ""), "comma-separated allowed Origins for browsers (SB_EDGE_ORIGINS; empty: any)")
+	fs.IntVar(&o.loops, "loops", envInt("SB_EDGE_LOOPS", 0), "event loops (SB_EDGE_LOOPS; 0: one per CPU)")
+	fs.DurationVar(&o.drain, "drain", envDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
+	fs.DurationVar(&o.moveJitter, "move-jitter", envDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
+	fs.DurationVar(&o.lease, "lease", envDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
+	verbose := fs.Bool("v", envBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case *secretFile != "":
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return o, fmt.Errorf("jwt secret: %w", err)
+		}
+		o.jwtSecret = []byte(strings.TrimSpace(string(b)))
+	case os.Getenv("SB_JWT_SECRET") != "":
+		o.jwtSecret = []byte(os.Getenv("SB_JWT_SECRET"))
+	}
+	if *origins != "" {
+		for _, s := range strings.Split(*origins, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				o.origins = append(o.origins, s)
+			}
+		}
+	}
+	if o.pulsar == "" || o.router == "" {
+		return o, errors.New("-pulsar and -router are required (SB_PULSAR_URL, SB_ROUTER_ADDR)")
+	}
+	if len(o.jwtSecret) == 0 && !o.devAuth {
+		return o, errors.New("no authentication: give -jwt-secret-file (or SB_JWT_SECRET), or -insecure-dev-auth for development")
+	}
+	if o.devTokens && len(o.jwtSecret) == 0 {
+		return o, errors.New("-dev-tokens needs a JWT secret to sign with")
+	}
+	o.logLevel = slog.LevelInfo
+	if *verbose {
+		o.logLevel = slog.LevelDebug
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, Logger: log.With("component", "pulsar")})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	rc, err := client.New(client.Config{Addr: o.router, CacheTTL: -1, Logger: log.With("component", "router-client")})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+
+	var draining atomic.Bool
+	var srv *edge.Server
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(srv.Stats())
+	})
+	if o.devTokens {
+		mux.Handle("GET /auth/dev-token", devTokens(o.jwtSecret, o.audience))
+	}
+	if o.demo {
+		auth := "token"
+		if len(o.jwtSecret) == 0 {
+			auth = "dev"
+		}
+		mux.Handle("/", web.Handler(web.Config{WS: strings.TrimPrefix(o.path, "/"), Auth: auth}))
+	}
+
+	srv, err = edge.New(edge.Config{
+		ID:              o.id,
+		Addr:            o.addr,
+		Path:            o.path,
+		Loops:           o.loops,
+		AllowedOrigins:  o.origins,
+		JWTSecret:       o.jwtSecret,
+		JWTAudience:     o.audience,
+		InsecureDevAuth: o.devAuth,
+		Publisher:       wire.NewPublisher(b, o.namespace),
+		Presence:        rc,
+		PresenceLease:   o.lease,
+		HTTPHandler:     mux,
+		DrainWindow:     o.drain,
+		MoveJitter:      o.moveJitter,
+		Logger:          log.With("component", "edge"),
+	})
+	if err != nil {
+		return err
+	}
+	ds, err := wire.Subscribe(ctx, b, wire.Config{
+		Edge:      srv.ID(),
+		Namespace: o.namespace,
+		Retryable: func(err error) bool { return errors.Is(err, edge.ErrNotReady) },
+		Logger:    log.With("component", "wire"),
+	}, srv.HandleDownstream)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(context.Background()) }()
+	select {
+	case <-srv.Ready():
+	case err := <-errc:
+		return fmt.Errorf("edge: %w", err)
+	}
+	if srv.Addr() == "" {
+		return fmt.Errorf("edge: %w", <-errc)
+	}
+	fmt.Fprintf(stdout, "edge %s: websocket ws://%s%s, health http://%s/healthz\n", srv.ID(), srv.Addr(), o.path, srv.Addr())
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		return fmt.Errorf("edge: %w", err)
+	}
+	draining.Store(true)
+	log.Info("draining", "window", o.drain)
+	sctx, cancel := context.WithTimeout(context.Background(), o.drain+30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	return <-errc
+}
+
+// devTokens issues HS256 tokens (sub = ?user=, valid one hour) to anyone: the demo's stand-in
+// for a real identity provider.
+func devTokens(secret []byte, audience string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user := r.URL.Query().Get("user")
+		if user == "" || len(user) > 128 {
+			http.Error(w, "user required (1-128 characters)", http.StatusBadRequest)
+			return
+		}
+		now := time.Now()
+		claims := jwt.RegisteredClaims{Subject: user, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}
+		if audience != "" {
+			claims.Audience = jwt.ClaimStrings{audience}
+		}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+		if err != nil {
+			http.Error(w, "sign: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"token": tok})
+	})
+}
