@@ -16,6 +16,8 @@
 #   hub                  the naive gorilla/websocket hub (cmd/hub)
 # A target that is not available is skipped with a message; no figure is ever made up.
 set -euo pipefail
+# The whole script is one function, parsed before it runs: editing the file mid-run is safe.
+main() {
 
 LT="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$LT/.." && pwd)"
@@ -259,3 +261,6 @@ fi
 
 "$WORK/benchreport" -raw "$RAW" -out "$OUT" -meta "$META"
 say "report: $OUT/README.md"
+}
+main "$@"
+exit
