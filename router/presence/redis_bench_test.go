@@ -1,0 +1,44 @@
+//go:build integration
+
+package presence_test
+
+import (
+	"testing"
+
+	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/presence/presencetest"
+)
+
+// BenchmarkRedisPresence measures presence throughput against real Redis through one
+// RedisStore in process (no gRPC): batched connects and batched resolves (presencetest.Bench).
+// Run:
+//
+//	source .run/env; cd router
+//	go test -tags integration -run '^$' -bench BenchmarkRedisPresence -benchtime 3s ./presence/
+//
+// The same load through the gRPC service is BenchmarkServicePresence in router/client.
+func BenchmarkRedisPresence(b *testing.B) {
+	for _, target := range []struct{ name, env string }{{"standalone", "SB_REDIS_ADDR"}, {"cluster", "SB_REDIS_CLUSTER_ADDRS"}} {
+		b.Run(target.name, func(b *testing.B) {
+			c := newRedisClient(b, target.env)
+			prefix := testPrefix()
+			b.Cleanup(func() { cleanupPrefix(c, prefix) })
+			s, err := presence.NewRedisStore(presence.RedisConfig{Client: c, Prefix: prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			presencetest.Bench(b, s)
+		})
+	}
+}
+
+// BenchmarkMemoryPresence is the in-memory baseline of the same load.
+func BenchmarkMemoryPresence(b *testing.B) {
+	s, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	presencetest.Bench(b, s)
+}
