@@ -233,7 +233,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if srv.Addr() == "" {
 		return fmt.Errorf("edge: %w", <-errc)
 	}
-	fmt.Fprintf(stdout, "edge %s: websocket ws://%s%s, health http://%s/healthz\n", srv.ID(), srv.Addr(), o.path, srv.Addr())
+	fmt.Fprintf(stdout, "edge %s: websocket ws://%s%s  health http://%s/healthz\n", srv.ID(), srv.Addr(), o.path, srv.Addr())
 
 	select {
 	case <-ctx.Done():
