@@ -64,6 +64,39 @@ func parseStamp(s string) (kind byte, seq int64, at int64, ok bool) {
 	return kind, seq, at, true
 }
 
+// parseStampBytes is parseStamp without allocating, for the fanout fast path.
+func parseStampBytes(b []byte) (kind byte, seq int64, at int64, ok bool) {
+	if len(b) < 5 || b[1] != '|' {
+		return 0, 0, 0, false
+	}
+	kind = b[0]
+	rest := b[2:]
+	seq, rest, ok = digitsUntilBar(rest)
+	if !ok {
+		return 0, 0, 0, false
+	}
+	at, _, ok = digitsUntilBar(rest)
+	if !ok {
+		return 0, 0, 0, false
+	}
+	return kind, seq, at, true
+}
+
+// digitsUntilBar reads a non-negative decimal number ended by '|' and returns what follows.
+func digitsUntilBar(b []byte) (v int64, rest []byte, ok bool) {
+	for i, c := range b {
+		switch {
+		case c == '|' && i > 0:
+			return v, b[i+1:], true
+		case c >= '0' && c <= '9' && i < 19:
+			v = v*10 + int64(c-'0')
+		default:
+			return 0, nil, false
+		}
+	}
+	return 0, nil, false
+}
+
 // Histograms record microseconds from 1 µs to 10 minutes with 3 significant digits.
 const (
 	histMin    = 1

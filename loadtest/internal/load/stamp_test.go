@@ -15,9 +15,15 @@ func TestStampRoundTrip(t *testing.T) {
 	if !ok || k != stampFanout || seq != 42 || ns != at.UnixNano() {
 		t.Fatalf("parse = %c %d %d %v", k, seq, ns, ok)
 	}
-	for _, bad := range []string{"", "F", "F|x|1|", "F|1|y|", "F|1|2", "Fx1|2|"} {
+	if k2, seq2, ns2, ok := parseStampBytes([]byte(s)); !ok || k2 != k || seq2 != seq || ns2 != ns {
+		t.Fatalf("parseStampBytes = %c %d %d %v", k2, seq2, ns2, ok)
+	}
+	for _, bad := range []string{"", "F", "F|x|1|", "F|1|y|", "F|1|2", "Fx1|2|", "F||2|", "F|1||"} {
 		if _, _, _, ok := parseStamp(bad); ok {
 			t.Errorf("%q parsed", bad)
+		}
+		if _, _, _, ok := parseStampBytes([]byte(bad)); ok {
+			t.Errorf("%q parsed (bytes)", bad)
 		}
 	}
 }
