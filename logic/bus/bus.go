@@ -10,6 +10,39 @@
 // it, and it is redelivered (to any consumer of the subscription) after the NackDelay. A
 // consumer that goes away with unacknowledged messages has them redelivered to another
 // consumer of the subscription.
+//
+// # Topics: persistent or not, and why
+//
+// The names come from protocol/topics.go; the choice is made there and explained here.
+//
+//   - Upstream (persistent://…/sb-upstream, key = user id, Key_Shared subscription "logic"):
+//     persistent. A client frame the bus accepted is acknowledged to the client (when it asked)
+//     and must survive a logic replica's death: the broker keeps it until a replica's handler
+//     returned nil, redelivers a dead replica's unacknowledged frames to another one, and keeps
+//     each user's frames in order across the hand-over. Only a persistent topic with a durable
+//     subscription gives that.
+//   - Per edge (persistent://…/sb-edge-<id>, consumed by that edge alone): persistent, so that
+//     a delivery logic published survives a broker-side hiccup or a brief reconnect of the
+//     edge's consumer (chat is at-least-once; the edge acknowledges only after its local
+//     fanout). The edge should subscribe Exclusive, FromLatest and Ephemeral (non-durable): deliveries
+//     queued for a previous life of the edge are for connections that no longer exist there —
+//     their clients reconnected elsewhere and recover chat with sync — so nothing accumulates
+//     for a dead edge's topic.
+//   - Broadcast (non-persistent://…/sb-broadcast, every edge its own Ephemeral subscription):
+//     non-persistent. "Everyone" messages (announcements, online counts) are worth something
+//     only live and go to every edge: no bookie write on the hot path, nothing stored for edges
+//     that are down, and a slow edge drops rather than backs up the broker.
+//
+// Memory follows the same split: topics named "non-persistent://…" retain nothing for later
+// subscriptions.
+//
+// # Latency
+//
+// Producers batch by key (pulsar.KeyBasedBatchBuilder: a batch holds one key's messages, so a
+// Key_Shared consumer receives whole batches of its own keys) with PulsarConfig.BatchingDelay,
+// 1ms by default instead of the client's 10ms: a batch waits for its flush tick, on average
+// half the delay, so 10ms costs ~5ms per hop and a chat round trip crosses the bus twice.
+// cmd/buslat measures it; its figures are in PulsarConfig.BatchingDelay's comment.
 package bus
 
 import (
