@@ -1,8 +1,9 @@
 // Browser test: headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) opens
 // the demo page as two users against a running Switchboard (SB_HTTP_URL, e.g.
 // http://127.0.0.1:8080/; SB_HTTP_URL_B optionally points the second page at another edge or
-// balancer address) and checks that a chat message from one appears in the other and that a
-// danmaku appears in both. Saves screenshots to test/out/. Prints "browser: N passed, M failed"
+// balancer address; SB_REQUIRE_TWO_EDGES=1 fails unless the two pages sit on different edges)
+// and checks that a chat message from one appears in the other and that a danmaku appears in
+// both. Saves screenshots to test/out/. Prints "browser: N passed, M failed"
 // and exits non-zero when a check failed.
 //
 //   SB_HTTP_URL=http://127.0.0.1:8080/ node test/browser.mjs
@@ -65,13 +66,24 @@ try {
   urlB.searchParams.set('dm', alice);
 
   await check('both pages load and go online', async () => {
-    await Promise.all([pageA.goto(urlA.toString()), pageB.goto(urlB.toString())]);
-    await Promise.all([
-      pageA.waitForSelector('[data-testid=state][data-state=online]'),
-      pageB.waitForSelector('[data-testid=state][data-state=online]'),
-    ]);
+    // One after the other: a least-connections balancer then puts them on different edges.
+    await pageA.goto(urlA.toString());
+    await pageA.waitForSelector('[data-testid=state][data-state=online]');
+    await pageB.goto(urlB.toString());
+    await pageB.waitForSelector('[data-testid=state][data-state=online]');
     const meA = await pageA.textContent('[data-testid=me]');
     if (meA !== alice) throw new Error(`page A is ${meA}, want ${alice}`);
+  });
+
+  await check('edges: each page names the edge it is connected to', async () => {
+    const edgeOf = async (p) => (await p.evaluate(() => window.sb.welcome && window.sb.welcome.edge)) || '';
+    const [ea, eb] = [await edgeOf(pageA), await edgeOf(pageB)];
+    console.log(`     alice on edge ${ea}, bob on edge ${eb}`);
+    if (!ea || !eb) throw new Error('no edge in the welcome');
+    // Through a balancer in front of several edges (make cluster), the test must cross edges.
+    if (process.env.SB_REQUIRE_TWO_EDGES === '1' && ea === eb) {
+      throw new Error(`both pages on edge ${ea}: the test would not cross edges`);
+    }
   });
 
   await check('online count: the lobby shows both viewers on both pages', async () => {
