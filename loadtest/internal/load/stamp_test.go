@@ -1,6 +1,7 @@
 package load
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -53,5 +54,30 @@ func TestPlanSplitsWithinTheFDBudget(t *testing.T) {
 	cfg.PerWorker = 20000
 	if err := cfg.fill(); err == nil {
 		t.Error("per-worker 20000 accepted (fd limit)")
+	}
+}
+
+// BenchmarkFastFanout is the generator's cost per received fanout message (no JSON decode).
+func BenchmarkFastFanout(b *testing.B) {
+	for _, items := range []int{1, 8} {
+		msg := []byte(`{"type":"danmaku.batch","data":{"room":"lt-room","items":[`)
+		for i := range items {
+			if i > 0 {
+				msg = append(msg, ',')
+			}
+			msg = append(msg, `{"user":"u","text":"`+makeStamp(stampFanout, int64(i), time.Now(), 100)+`"}`...)
+		}
+		msg = append(msg, "]}}"...)
+		b.Run(fmt.Sprintf("items=%d", items), func(b *testing.B) {
+			w := &worker{lat: newShardedHist()}
+			c := &client{w: w, key: 1}
+			b.ReportAllocs()
+			for b.Loop() {
+				c.fastFanout(msg)
+			}
+			if w.recv.Load() == 0 {
+				b.Fatal("nothing counted")
+			}
+		})
 	}
 }
