@@ -47,7 +47,7 @@ func TestCacheInvalidation(t *testing.T) {
 	logic := newClient(t, srv, client.Config{CacheTTL: time.Minute})
 	short := newClient(t, srv, client.Config{CacheTTL: 300 * time.Millisecond})
 
-	ep, err := edge.Register(ctx, "edge-a", 0)
+	ep, err := edge.Register(ctx, "edge-a", time.Minute) // no renewals needed during the test
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,23 +56,33 @@ func TestCacheInvalidation(t *testing.T) {
 	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 1, User: "alice"}}); err != nil {
 		t.Fatal(err)
 	}
+	id := uint64(100)
 	for _, c := range []*client.Client{logic, short} {
 		waitFor(t, 5*time.Second, "cache live", func() error {
-			if n := nconns(t, c, "alice"); n != 1 {
-				return fmt.Errorf("alice has %d conns", n)
-			}
-			// A second device (no user event) is not seen by a live cache.
-			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 2, User: "alice"}}); err != nil {
+			// A fresh probe user per attempt: first device, then a second one (no user event).
+			// A live cache keeps answering 1.
+			id += 2
+			u := fmt.Sprintf("probe-%d", id)
+			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: u}}); err != nil {
 				t.Fatal(err)
 			}
-			defer func() {
-				_ = edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpDisconnect, ConnID: 2, User: "alice"}})
-			}()
-			if n := nconns(t, c, "alice"); n != 1 {
+			if n := nconns(t, c, u); n != 1 {
+				return fmt.Errorf("%s has %d conns", u, n)
+			}
+			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id + 1, User: u}}); err != nil {
+				t.Fatal(err)
+			}
+			if n := nconns(t, c, u); n != 1 {
 				return fmt.Errorf("cache not live yet (%d conns)", n)
 			}
 			return nil
 		})
+	}
+	// alice's answer is cached by both clients.
+	for _, c := range []*client.Client{logic, short} {
+		if n := nconns(t, c, "alice"); n != 1 {
+			t.Fatalf("alice %d conns", n)
+		}
 	}
 
 	// Negative answer cached, then invalidated by carol's online event long before the TTL.
