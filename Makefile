@@ -6,6 +6,7 @@
 #   make bench      Go benchmarks of the hot paths (benchstat-comparable)
 #   make fuzz       every fuzz target for a bounded time (FUZZTIME, default 10s each)
 #   make lint       go vet + gofmt check
+#   make cluster    the real topology on loopback; make cluster-down stops it, cluster-status shows it
 #   make ci         exactly what .ci/run runs
 
 MODULES  := protocol router logic edge loadtest
@@ -15,6 +16,7 @@ BENCHTIME ?= 1s
 export SB_STATE_DIR ?= $(CURDIR)/.run
 
 .PHONY: all build run test test-all unit bench fuzz lint ci services-up services-down install \
+	cluster cluster-down cluster-status \
 	$(MODULES:%=build/%) $(MODULES:%=test/%) $(MODULES:%=unit/%) $(MODULES:%=bench/%) \
 	$(MODULES:%=fuzz/%) $(MODULES:%=lint/%)
 
@@ -57,6 +59,16 @@ $(MODULES:%=fuzz/%): fuzz/%:
 lint: $(MODULES:%=lint/%)
 $(MODULES:%=lint/%): lint/%:
 	cd $* && $(GO) vet ./... && test -z "$$(gofmt -l .)"
+
+# cluster: the real topology on loopback (Redis, Pulsar, router, 2 logic, 2 edges, HAProxy on :8090).
+cluster: install
+	./deploy/local/cluster.sh up
+
+cluster-down:
+	./deploy/local/cluster.sh down
+
+cluster-status:
+	./deploy/local/cluster.sh status
 
 services-up:
 	./deploy/local/services.sh up
