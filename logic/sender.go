@@ -1,0 +1,244 @@
+package logic
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/protocol"
+)
+
+// Out is one delivery: a server frame, its priority class for load shedding at the edge, and a
+// connection to skip (the sender, who gets its own echo by other means).
+type Out struct {
+	Frame    protocol.ServerFrame
+	Priority protocol.Priority
+	Exclude  Conn // zero: skip nobody
+}
+
+// Frame returns an Out of type typ with data and PriorityNormal.
+func Frame(typ string, data []byte) Out {
+	return Out{Frame: protocol.ServerFrame{Type: typ, Data: data}}
+}
+
+// Sender addresses deliveries to connections, users, rooms and everyone. Targets are resolved
+// through presence, and ONE downstream envelope is published per edge that holds a target (to
+// that edge's topic) — never one per recipient, never to every edge; ToAll uses the broadcast
+// topic.
+//
+// A Sender from Context.Send publishes asynchronously (the runtime awaits the publishes before
+// acknowledging the frame); the one from Runtime.Sender waits for the bus to accept each
+// publish. Methods return presence failures as transient errors. Safe for use by one goroutine
+// at a time (a Context's) or, for Runtime.Sender, by many.
+type Sender struct {
+	rt   *Runtime
+	pend *pending // nil: synchronous
+	tp   string   // traceparent to propagate
+	at   int64    // origin time (unix ns) to propagate
+}
+
+// pending collects a frame's asynchronous publishes.
+type pending struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error // first failure; guarded by mu
+}
+
+func (p *pending) done(err error) {
+	if err != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = err
+		}
+		p.mu.Unlock()
+	}
+	p.wg.Done()
+}
+
+func (p *pending) wait() error {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (s *Sender) publish(ctx context.Context, topic, key string, d *protocol.Downstream) error {
+	d.Traceparent = s.tp
+	d.TimeUnixNano = s.at
+	m := bus.Message{Key: key, Payload: protocol.AppendDownstream(nil, d)}
+	if s.tp != "" {
+		m.Props = map[string]string{protocol.PropTraceparent: s.tp}
+	}
+	s.rt.stats.published.Add(1)
+	if s.pend != nil {
+		s.pend.wg.Add(1)
+		s.rt.cfg.Bus.Publish(ctx, topic, m, s.pend.done)
+		return nil
+	}
+	ch := make(chan error, 1)
+	s.rt.cfg.Bus.Publish(ctx, topic, m, func(err error) { ch <- err })
+	if err := <-ch; err != nil { // done is always called (bus contract)
+		return fmt.Errorf("logic: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (s *Sender) edgeTopic(edge string) string { return protocol.EdgeTopic(s.rt.cfg.Namespace, edge) }
+
+// conn is ToConn for the Context's own deliveries: nothing to resolve, so no error to return
+// (a publish failure surfaces when the runtime awaits the frame's publishes).
+func (s *Sender) conn(c Conn, o Out) {
+	_ = s.ToConn(context.Background(), c, o)
+}
+
+// ToConn delivers o to one connection.
+func (s *Sender) ToConn(ctx context.Context, c Conn, o Out) error {
+	if !protocol.ValidEdgeID(c.Edge) {
+		return fmt.Errorf("logic: to conn: invalid edge %q", c.Edge)
+	}
+	return s.publish(ctx, s.edgeTopic(c.Edge), "", &protocol.Downstream{Kind: protocol.DownDeliver,
+		Target: protocol.TargetConns, Epoch: c.Epoch, Conns: []uint64{c.ID}, Frame: o.Frame, Priority: o.Priority})
+}
+
+// ToUser delivers o to every connection of user, on every edge.
+func (s *Sender) ToUser(ctx context.Context, user string, o Out) error {
+	return s.ToUsers(ctx, []string{user}, o)
+}
+
+// ToUsers delivers o to every connection of users: one envelope per edge holding any of them,
+// naming the users that edge holds. Users with no connection are skipped.
+func (s *Sender) ToUsers(ctx context.Context, users []string, o Out) error {
+	return s.users(ctx, users, func(edge string, epoch uint64, us []string) *protocol.Downstream {
+		return &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: us,
+			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, edge, epoch)}
+	})
+}
+
+// Kick closes every connection of user with code and reason.
+func (s *Sender) Kick(ctx context.Context, user string, code protocol.CloseCode, reason string) error {
+	if reason == "" {
+		reason = code.String()
+	}
+	return s.users(ctx, []string{user}, func(_ string, _ uint64, us []string) *protocol.Downstream {
+		return &protocol.Downstream{Kind: protocol.DownClose, Target: protocol.TargetUsers, Users: us,
+			Code: uint32(code), Reason: reason}
+	})
+}
+
+func (s *Sender) users(ctx context.Context, users []string, mk func(edge string, epoch uint64, us []string) *protocol.Downstream) error {
+	if len(users) == 0 {
+		return nil
+	}
+	if len(users) > 1 {
+		users = dedupe(users)
+	}
+	conns, err := s.rt.cfg.Presence.ResolveUsers(ctx, users)
+	if err != nil {
+		return Transient(fmt.Errorf("logic: resolve users: %w", err))
+	}
+	type edgeUsers struct {
+		epoch uint64
+		users []string
+	}
+	byEdge := make(map[string]*edgeUsers)
+	for _, u := range users {
+		for _, c := range conns[u] {
+			e := byEdge[c.Edge]
+			if e == nil {
+				e = &edgeUsers{epoch: c.Epoch}
+				byEdge[c.Edge] = e
+			}
+			if n := len(e.users); n == 0 || e.users[n-1] != u {
+				e.users = append(e.users, u)
+			}
+		}
+	}
+	edges := make([]string, 0, len(byEdge))
+	for e := range byEdge {
+		edges = append(edges, e)
+	}
+	sort.Strings(edges)
+	for _, edge := range edges {
+		e := byEdge[edge]
+		if err := s.publish(ctx, s.edgeTopic(edge), "", mk(edge, e.epoch, e.users)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func exclude(c Conn, edge string, epoch uint64) uint64 {
+	if c.Edge == edge && (c.Epoch == 0 || c.Epoch == epoch) {
+		return c.ID
+	}
+	return 0
+}
+
+// ToRoom delivers o to every member of room: one envelope per edge holding members.
+func (s *Sender) ToRoom(ctx context.Context, room string, o Out) error {
+	edges, err := s.rt.cfg.Presence.RoomEdges(ctx, room)
+	if err != nil {
+		return Transient(fmt.Errorf("logic: room %s edges: %w", room, err))
+	}
+	for _, e := range edges {
+		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetRoom, Room: room,
+			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, e.Edge, e.Epoch)}
+		if err := s.publish(ctx, s.edgeTopic(e.Edge), room, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ToAll delivers o to every connection on every edge, through the broadcast topic.
+func (s *Sender) ToAll(ctx context.Context, o Out) error {
+	return s.publish(ctx, protocol.BroadcastTopic(s.rt.cfg.Namespace), "", &protocol.Downstream{
+		Kind: protocol.DownDeliver, Target: protocol.TargetAll, Frame: o.Frame, Priority: o.Priority})
+}
+
+// Join joins connection c to rooms (the edge applies it and reports it to the router).
+func (s *Sender) Join(ctx context.Context, c Conn, rooms ...string) error {
+	return s.membership(ctx, protocol.DownJoin, c, rooms)
+}
+
+// Leave removes connection c from rooms.
+func (s *Sender) Leave(ctx context.Context, c Conn, rooms ...string) error {
+	return s.membership(ctx, protocol.DownLeave, c, rooms)
+}
+
+func (s *Sender) membership(ctx context.Context, kind protocol.DownKind, c Conn, rooms []string) error {
+	if len(rooms) == 0 {
+		return nil
+	}
+	if !protocol.ValidEdgeID(c.Edge) {
+		return fmt.Errorf("logic: join/leave: invalid edge %q", c.Edge)
+	}
+	return s.publish(ctx, s.edgeTopic(c.Edge), "", &protocol.Downstream{Kind: kind,
+		Target: protocol.TargetConns, Epoch: c.Epoch, Conns: []uint64{c.ID}, Rooms: rooms})
+}
+
+// Close closes connection c with code and reason (the code's text if empty).
+func (s *Sender) Close(ctx context.Context, c Conn, code protocol.CloseCode, reason string) error {
+	if !protocol.ValidEdgeID(c.Edge) {
+		return fmt.Errorf("logic: close: invalid edge %q", c.Edge)
+	}
+	if reason == "" {
+		reason = code.String()
+	}
+	return s.publish(ctx, s.edgeTopic(c.Edge), "", &protocol.Downstream{Kind: protocol.DownClose,
+		Target: protocol.TargetConns, Epoch: c.Epoch, Conns: []uint64{c.ID}, Code: uint32(code), Reason: reason})
+}
+
+func dedupe(users []string) []string {
+	seen := make(map[string]struct{}, len(users))
+	out := make([]string, 0, len(users))
+	for _, u := range users {
+		if _, ok := seen[u]; !ok {
+			seen[u] = struct{}{}
+			out = append(out, u)
+		}
+	}
+	return out
+}
