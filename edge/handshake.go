@@ -203,6 +203,10 @@ func (l *loop) handshake(wc *wsConn) {
 	hs, err := l.upg.Upgrade(io)
 	_, _ = c.Discard(n)
 	if err != nil {
+		if len(io.w) == 0 { // the upgrader gave up before it could answer
+			l.httpError(wc, http.StatusBadRequest, "malformed request")
+			return
+		}
 		l.s.rejected.Add(1)
 		_, _ = c.Write(io.w)
 		wc.state = connClosing
