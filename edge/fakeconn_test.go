@@ -38,7 +38,7 @@ func (f *fakeConn) Discard(n int) (int, error) {
 	return n, nil
 }
 
-func (f *fakeConn) InboundBuffered() int { return len(f.in) }
+func (f *fakeConn) InboundBuffered() int  { return len(f.in) }
 func (f *fakeConn) OutboundBuffered() int { return 0 }
 
 func (f *fakeConn) Write(b []byte) (int, error) {
