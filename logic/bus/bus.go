@@ -73,7 +73,7 @@ type Delivery struct {
 	Message
 	Topic        string
 	ID           string    // broker message id, for logs
-	Redeliveries int       // how many times it was delivered before
+	Redeliveries int       // how many times it was delivered before: nacks at least (Pulsar does not count deliveries to a consumer that closed)
 	PublishTime  time.Time // when the broker accepted it
 }
 

@@ -195,9 +195,9 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 			owners: make(map[string]*keyOwner), timers: make(map[*time.Timer]struct{})}
 		if !opts.FromLatest {
 			for _, m := range t.retainedView() {
-				s.backlog = append(s.backlog, &entry{msg: m})
+				s.unassigned = append(s.unassigned, &entry{msg: m})
 			}
-			s.held = len(s.backlog)
+			s.held = len(s.unassigned)
 		}
 		t.subs[sub] = s
 	} else if s.mode != opts.Mode {
@@ -216,7 +216,13 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 		wake: make(chan struct{}, 1), exited: make(chan struct{})}
 	s.consumers = append(s.consumers, c)
 	go c.run()
-	s.dispatch()
+	if len(s.consumers) == 1 {
+		es := s.unassigned
+		s.unassigned = nil
+		for _, e := range es {
+			s.assign(e)
+		}
+	}
 	c.stopAfter = context.AfterFunc(ctx, c.close)
 	return (*memSubscription)(c), nil
 }
@@ -301,9 +307,8 @@ func (t *memTopic) append(m Message) error {
 	}
 	for _, s := range t.subs {
 		s.mu.Lock()
-		s.backlog = append(s.backlog, &entry{msg: msg})
 		s.held++
-		s.dispatch()
+		s.assign(&entry{msg: msg})
 		s.mu.Unlock()
 	}
 	return nil
@@ -324,14 +329,14 @@ type memSub struct {
 	mode      SubMode
 	ephemeral bool
 
-	mu        sync.Mutex
-	nackDelay time.Duration        // guarded by mu
-	backlog   []*entry             // undispatched, sorted by seq; guarded by mu
-	consumers []*memConsumer       // in join order; consumers[0] is Failover's active one; guarded by mu
-	owners    map[string]*keyOwner // KeyShared: the consumer holding unacked messages of a key; guarded by mu
-	held      int                  // unacknowledged messages (backlog, dispatched, awaiting nack redelivery)
-	timers    map[*time.Timer]struct{}
-	closed    bool // the bus closed or the (ephemeral) subscription was removed
+	mu         sync.Mutex
+	nackDelay  time.Duration        // guarded by mu
+	unassigned []*entry             // waiting for a consumer (there is none), in seq order; guarded by mu
+	consumers  []*memConsumer       // in join order; consumers[0] is Failover's active one; guarded by mu
+	owners     map[string]*keyOwner // KeyShared: the consumer a key's assigned entries went to; guarded by mu
+	held       int                  // unacknowledged messages (assigned, dispatched, awaiting nack redelivery)
+	timers     map[*time.Timer]struct{}
+	closed     bool // the bus closed or the (ephemeral) subscription was removed
 }
 
 type entry struct {
@@ -341,83 +346,76 @@ type entry struct {
 
 type keyOwner struct {
 	c *memConsumer
-	n int // entries of the key dispatched to c and not yet acked or nacked
+	n int // entries of the key assigned to c (pending or dispatched) and not yet acked or nacked
 }
 
-// dispatch hands backlog entries to consumers with room, keeping per-key order: an entry of a
-// key goes to the consumer already holding that key's unacked entries, else to the key's hash
-// slot (KeyShared) or the first consumer; a key that cannot move on blocks its later entries.
-// Called with s.mu held.
-func (s *memSub) dispatch() {
-	if s.closed || len(s.consumers) == 0 || len(s.backlog) == 0 {
+// assign gives e to a consumer, keeping per-key order: KeyShared sends it to the consumer that
+// already holds entries of its key, else to the key's hash slot; Exclusive and Failover to the
+// first consumer. Entries are assigned in seq order per key, and a consumer handles its
+// entries in assignment order, so a key's entries are handled in publish order. With no
+// consumer, e waits in unassigned. Called with s.mu held.
+func (s *memSub) assign(e *entry) {
+	if s.closed {
 		return
 	}
-	limit := s.t.b.cfg.ReceiverQueue
-	avail := 0
-	for _, c := range s.consumers {
-		if len(c.unacked) < limit {
-			avail++
+	if len(s.consumers) == 0 {
+		s.unassigned = append(s.unassigned, e)
+		return
+	}
+	c := s.consumers[0]
+	if s.mode == KeyShared {
+		key := e.msg.m.Key
+		if o := s.owners[key]; o != nil {
+			c = o.c
+			o.n++
+		} else {
+			c = s.consumers[hashKey(key)%uint32(len(s.consumers))]
+			s.owners[key] = &keyOwner{c: c, n: 1}
 		}
 	}
-	var blocked map[string]struct{}
-	keep := s.backlog[:0]
-	for i := 0; i < len(s.backlog); i++ {
-		if avail == 0 {
-			keep = append(keep, s.backlog[i:]...)
-			break
+	c.pending = append(c.pending, e)
+	s.fill(c)
+}
+
+// assignAll assigns es after sorting them by seq. Called with s.mu held.
+func (s *memSub) assignAll(es []*entry) {
+	slices.SortFunc(es, func(a, b *entry) int {
+		switch {
+		case a.msg.seq < b.msg.seq:
+			return -1
+		case a.msg.seq > b.msg.seq:
+			return 1
 		}
-		e := s.backlog[i]
-		key := e.msg.m.Key
-		var c *memConsumer
-		if s.mode == KeyShared {
-			if _, ok := blocked[key]; ok {
-				keep = append(keep, e)
-				continue
-			}
-			if o := s.owners[key]; o != nil {
-				c = o.c
-			} else {
-				c = s.consumers[hashKey(key)%uint32(len(s.consumers))]
-			}
-		} else {
-			c = s.consumers[0]
-		}
-		if len(c.unacked) >= limit {
-			if s.mode != KeyShared {
-				keep = append(keep, s.backlog[i:]...)
-				break
-			}
-			if blocked == nil {
-				blocked = make(map[string]struct{})
-			}
-			blocked[key] = struct{}{}
-			keep = append(keep, e)
-			continue
-		}
+		return 0
+	})
+	for _, e := range es {
+		s.assign(e)
+	}
+}
+
+// fill moves c's pending entries to its run loop while it holds fewer than ReceiverQueue
+// unacknowledged ones. Called with s.mu held.
+func (s *memSub) fill(c *memConsumer) {
+	limit := s.t.b.cfg.ReceiverQueue
+	moved := false
+	for len(c.pending) > 0 && len(c.unacked) < limit {
+		e := c.pending[0]
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
 		c.queue = append(c.queue, e)
 		c.unacked[e] = struct{}{}
-		if len(c.unacked) == limit {
-			avail--
-		}
-		if s.mode == KeyShared {
-			if o := s.owners[key]; o != nil {
-				o.n++
-			} else {
-				s.owners[key] = &keyOwner{c: c, n: 1}
-			}
-		}
+		moved = true
+	}
+	if moved {
 		select {
 		case c.wake <- struct{}{}:
 		default:
 		}
 	}
-	clear(s.backlog[len(keep):])
-	s.backlog = keep
 }
 
-// release drops e from c's unacked entries. Called with s.mu held.
+// release drops e's hold on its key's owner c. Called with s.mu held.
 func (s *memSub) release(c *memConsumer, e *entry) {
-	delete(c.unacked, e)
 	if s.mode != KeyShared {
 		return
 	}
@@ -428,23 +426,6 @@ func (s *memSub) release(c *memConsumer, e *entry) {
 	}
 }
 
-// requeue puts entries back into the backlog in seq order. Called with s.mu held.
-func (s *memSub) requeue(es []*entry) {
-	if len(es) == 0 {
-		return
-	}
-	s.backlog = append(s.backlog, es...)
-	slices.SortStableFunc(s.backlog, func(a, b *entry) int {
-		switch {
-		case a.msg.seq < b.msg.seq:
-			return -1
-		case a.msg.seq > b.msg.seq:
-			return 1
-		}
-		return 0
-	})
-}
-
 // settle acks (err == nil) or nacks e after c's handler returned.
 func (s *memSub) settle(c *memConsumer, e *entry, err error) {
 	s.mu.Lock()
@@ -452,10 +433,11 @@ func (s *memSub) settle(c *memConsumer, e *entry, err error) {
 	if _, ok := c.unacked[e]; !ok {
 		return
 	}
+	delete(c.unacked, e)
 	s.release(c, e)
+	s.fill(c)
 	if err == nil {
 		s.held--
-		s.dispatch()
 		return
 	}
 	e.redeliveries++
@@ -470,11 +452,9 @@ func (s *memSub) settle(c *memConsumer, e *entry, err error) {
 			return // stopped by Close
 		}
 		delete(s.timers, tm)
-		s.requeue([]*entry{e})
-		s.dispatch()
+		s.assign(e)
 	})
 	s.timers[tm] = struct{}{}
-	s.dispatch()
 }
 
 func hashKey(k string) uint32 { // FNV-1a
@@ -494,6 +474,7 @@ type memConsumer struct {
 	wake   chan struct{} // capacity 1: "queue may be non-empty"
 	exited chan struct{} // closed when run returns
 
+	pending []*entry            // assigned, waiting for room under ReceiverQueue; guarded by s.mu
 	queue   []*entry            // dispatched, not yet handed to h; guarded by s.mu
 	unacked map[*entry]struct{} // dispatched and neither acked nor nacked; guarded by s.mu
 
@@ -549,17 +530,18 @@ func (c *memConsumer) close() {
 		if i := slices.Index(s.consumers, c); i >= 0 {
 			s.consumers = slices.Delete(s.consumers, i, i+1)
 		}
-		es := make([]*entry, 0, len(c.unacked))
+		es := make([]*entry, 0, len(c.unacked)+len(c.pending))
 		for e := range c.unacked {
+			e.redeliveries++
 			es = append(es, e)
 		}
+		es = append(es, c.pending...)
 		for _, e := range es {
 			s.release(c, e)
-			e.redeliveries++
 		}
-		c.queue = nil
-		s.requeue(es)
-		s.dispatch()
+		clear(c.unacked)
+		c.queue, c.pending = nil, nil
+		s.assignAll(es)
 		drop := s.ephemeral && len(s.consumers) == 0 && !s.closed
 		s.mu.Unlock()
 		if drop {
