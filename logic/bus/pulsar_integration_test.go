@@ -5,10 +5,13 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +109,95 @@ func keys(m map[string]json.RawMessage) string {
 		ks = append(ks, k)
 	}
 	return strings.Join(ks, ",")
+}
+
+// TestPulsarPartitionedKeyShared: upstream may be a partitioned topic (the producer routes by
+// key hash, so a key stays in one partition): two Key_Shared consumers share the load and each
+// key's messages are handled in order.
+func TestPulsarPartitionedKeyShared(t *testing.T) {
+	svc, admin := pulsarEnv(t)
+	name := fmt.Sprintf("bustest-part-%d", time.Now().UnixNano())
+	req, _ := http.NewRequest(http.MethodPut, admin+"/admin/v2/persistent/public/default/"+name+"/partitions", strings.NewReader("4"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := adminHTTP.Do(req)
+	if err != nil {
+		t.Fatalf("create partitioned topic: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("create partitioned topic: %s", resp.Status)
+	}
+	defer func() {
+		req, _ := http.NewRequest(http.MethodDelete, admin+"/admin/v2/persistent/public/default/"+name+"/partitions?force=true", nil)
+		if resp, err := adminHTTP.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	topic := "persistent://public/default/" + name
+	b := newPulsar(t, bus.PulsarConfig{URL: svc})
+	defer b.Close()
+
+	var mu sync.Mutex
+	next := map[string]int{}
+	handled := map[string]int{}
+	total := 0
+	var orderErr error
+	for _, c := range []string{"a", "b"} {
+		s, err := b.Subscribe(context.Background(), topic, "logic", bus.SubOptions{Mode: bus.KeyShared}, func(_ context.Context, d *bus.Delivery) error {
+			n, _ := strconv.Atoi(string(d.Payload))
+			mu.Lock()
+			defer mu.Unlock()
+			if d.Topic != topic && orderErr == nil {
+				orderErr = fmt.Errorf("delivery topic %q, want %q", d.Topic, topic)
+			}
+			switch want := next[d.Key]; {
+			case n > want:
+				if orderErr == nil {
+					orderErr = fmt.Errorf("%s handled %s#%d before #%d", c, d.Key, n, want)
+				}
+			case n == want:
+				next[d.Key] = n + 1
+				total++
+			}
+			handled[c]++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	const keys, per = 32, 20
+	errc := make(chan error, keys*per)
+	for i := range per {
+		for k := range keys {
+			b.Publish(context.Background(), topic, bus.Message{Key: "user-" + strconv.Itoa(k), Payload: []byte(strconv.Itoa(i))}, func(err error) { errc <- err })
+		}
+	}
+	for range keys * per {
+		if err := <-errc; err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n, err := total, orderErr
+		mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == keys*per {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of %d", n, keys*per)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if handled["a"] == 0 || handled["b"] == 0 {
+		t.Fatalf("load not shared: %v", handled)
+	}
 }

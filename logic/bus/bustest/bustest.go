@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard-io/switchboard/logic/bus"
 )
 
@@ -50,6 +52,7 @@ func RunWith(t *testing.T, o Options, newBus func(t *testing.T) bus.Bus) {
 		{"DoneNotInline", s.doneNotInline},
 		{"PublishCancelledContext", s.publishCancelled},
 		{"PayloadReusableAfterDone", s.payloadReuse},
+		{"TraceContext", s.traceContext},
 		{"EarliestSeesEarlierMessages", s.earliest},
 		{"FromLatest", s.fromLatest},
 		{"DurableResumes", s.durableResumes},
@@ -329,6 +332,50 @@ func (s *suite) payloadReuse(t *testing.T) {
 	ds := s.waitN(t, r, 1)
 	if string(ds[0].Payload) != "original" {
 		t.Fatalf("payload = %q, want %q", ds[0].Payload, "original")
+	}
+}
+
+// traceContext: the publisher's span context travels as a W3C traceparent property and
+// comes back as the remote span context of the handler's ctx; an explicit traceparent
+// property is kept as is.
+func (s *suite) traceContext(t *testing.T) {
+	b := s.bus(t)
+	topic := s.topic()
+	type got struct {
+		sc    trace.SpanContext
+		props map[string]string
+	}
+	gotc := make(chan got, 2)
+	s.subscribe(t, b, topic, "sub", bus.SubOptions{}, func(ctx context.Context, d *bus.Delivery) error {
+		gotc <- got{trace.SpanContextFromContext(ctx), d.Props}
+		return nil
+	})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled,
+	})
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	errc := make(chan error, 1)
+	b.Publish(ctx, topic, bus.Message{Key: "k", Payload: []byte("x"), Props: map[string]string{"a": "b"}}, func(err error) { errc <- err })
+	if err := <-errc; err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	const explicit = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	s.publish(t, b, topic, bus.Message{Key: "k", Payload: []byte("y"), Props: map[string]string{"traceparent": explicit}})
+	for i, want := range []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", explicit} {
+		var g got
+		select {
+		case g = <-gotc:
+		case <-time.After(s.o.Wait):
+			t.Fatal("no delivery")
+		}
+		if g.props["traceparent"] != want {
+			t.Fatalf("delivery %d traceparent = %q, want %q", i, g.props["traceparent"], want)
+		}
+		if i == 0 && (g.props["a"] != "b" || g.sc.TraceID() != sc.TraceID() || g.sc.SpanID() != sc.SpanID() || !g.sc.IsRemote()) {
+			t.Fatalf("delivery 0: props %v, handler span context %v", g.props, g.sc)
+		}
 	}
 }
 
