@@ -67,6 +67,6 @@ func run(raw, out, meta, title string) error {
 	if err != nil || strings.HasPrefix(rel, "..") {
 		rel = raw
 	}
-	fmt.Fprintf(&b, "Raw results (wsload JSON, with full HDR histograms): [`%s/`](%s/)\n", rel, rel)
+	fmt.Fprintf(&b, "Raw results (wsload JSON, with HDR histograms): [`%s/`](%s/)\n", rel, rel)
 	return os.WriteFile(filepath.Join(out, "README.md"), []byte(b.String()), 0o644)
 }

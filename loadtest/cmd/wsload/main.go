@@ -111,7 +111,7 @@ func run() int {
 		return 1
 	}
 	if out != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
+		b, _ := json.Marshal(res) // compact: the histogram counts would take a line each
 		b = append(b, '\n')
 		if out == "-" {
 			_, _ = os.Stdout.Write(b)

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
-
 	"github.com/switchboard-io/switchboard/loadtest/internal/procstat"
 )
 
@@ -302,7 +300,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			res.Errors[k] += v
 		}
 		if r.Lat != nil {
-			lat.Merge(hdrhistogram.Import(r.Lat))
+			lat.Merge(importHist(r.Lat))
 		}
 		if h.elapsed > maxElapsed {
 			maxElapsed = h.elapsed

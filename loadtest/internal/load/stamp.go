@@ -106,6 +106,28 @@ const (
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
 
+// exportHist is h's snapshot with the trailing zero counts cut off (a full snapshot of this
+// range holds ~30,000 counts, almost all zero).
+func exportHist(h *hdrhistogram.Histogram) *hdrhistogram.Snapshot {
+	s := h.Export()
+	n := len(s.Counts)
+	for n > 0 && s.Counts[n-1] == 0 {
+		n--
+	}
+	s.Counts = s.Counts[:n]
+	return s
+}
+
+// importHist reverses exportHist.
+func importHist(s *hdrhistogram.Snapshot) *hdrhistogram.Histogram {
+	full := hdrhistogram.New(s.LowestTrackableValue, s.HighestTrackableValue, int(s.SignificantFigures)).Export()
+	counts := make([]int64, len(full.Counts))
+	copy(counts, s.Counts)
+	c := *s
+	c.Counts = counts
+	return hdrhistogram.Import(&c)
+}
+
 // shardedHist is a histogram many reader goroutines record into; shards cut lock contention.
 type shardedHist struct {
 	shards [16]struct {
@@ -160,7 +182,7 @@ type LatencyStats struct {
 	MaxMs  float64 `json:"max_ms"`
 	// Percentiles is the distribution for charts: (percentile, ms) pairs.
 	Percentiles []PercentilePoint `json:"percentiles"`
-	// Histogram is the full HDR histogram (µs), mergeable across runs.
+	// Histogram is the HDR histogram (µs; counts without trailing zeros), mergeable across runs.
 	Histogram *hdrhistogram.Snapshot `json:"histogram,omitempty"`
 }
 
@@ -182,7 +204,7 @@ func summarize(h *hdrhistogram.Histogram) LatencyStats {
 		P99Ms:     ms(h.ValueAtQuantile(99)),
 		P999Ms:    ms(h.ValueAtQuantile(99.9)),
 		MaxMs:     ms(h.Max()),
-		Histogram: h.Export(),
+		Histogram: exportHist(h),
 	}
 	if s.Count > 0 {
 		for _, p := range chartPercentiles {

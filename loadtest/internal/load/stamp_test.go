@@ -81,3 +81,18 @@ func BenchmarkFastFanout(b *testing.B) {
 		})
 	}
 }
+
+func TestHistRoundTrip(t *testing.T) {
+	h := newHist()
+	for _, v := range []int64{1, 50, 1000, 250_000, 3_000_000} {
+		_ = h.RecordValue(v)
+	}
+	s := exportHist(h)
+	if len(s.Counts) >= len(h.Export().Counts) {
+		t.Fatalf("counts not trimmed: %d", len(s.Counts))
+	}
+	g := importHist(s)
+	if g.TotalCount() != 5 || g.Max() != h.Max() || g.ValueAtQuantile(50) != h.ValueAtQuantile(50) {
+		t.Fatalf("round trip: n=%d max=%d p50=%d", g.TotalCount(), g.Max(), g.ValueAtQuantile(50))
+	}
+}

@@ -147,7 +147,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		w.closeAll()
 		close(progressDone)
 		ev := w.snapshot("result")
-		ev.Lat = w.lat.merged().Export()
+		ev.Lat = exportHist(w.lat.merged())
 		w.emit(ev)
 		return nil
 	}
