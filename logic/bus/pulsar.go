@@ -22,11 +22,26 @@ type PulsarConfig struct {
 	// BatchingDelay is the producers' BatchingMaxPublishDelay: how long a message may wait for
 	// others of its key to share a batch. Zero means 1ms; negative disables batching.
 	//
-	// Measured on this project's 2-core dev box against Pulsar 4.0.8 standalone with
-	// cmd/buslat (publish→consume, one consumer, 2000 msg/s, 64 keys): see the figures in
-	// cmd/buslat's package comment. The client default of 10ms puts ~5ms (half the delay) on
-	// every message at chat rates; 1ms keeps the latency within a fraction of a millisecond of
-	// batching off while still coalescing bursts (a danmaku storm) into few broker writes.
+	// Measured with cmd/buslat (publish→consume through a Key_Shared subscription, 64 keys,
+	// 200 B) against Pulsar 4.0.8 standalone on the 2-core dev box shared with other work
+	// (load average ~9, so p99 is noise; the range of p50 over 3 sweeps):
+	//
+	//	rate     batching  publish→consume p50  publish→broker-ack p50
+	//	200/s    off       8.0–11.4 ms          2.1–2.7 ms
+	//	200/s    1ms       9.5–11.2 ms          3.0–3.4 ms
+	//	200/s    10ms      12.3–16.0 ms         7.8–10.0 ms
+	//	500/s    off       9.5–9.9 ms           2.0–2.1 ms
+	//	500/s    1ms       9.9–12.2 ms          3.0–4.0 ms
+	//	500/s    10ms      13.6–15.7 ms         8.3–9.5 ms
+	//
+	// The client default of 10ms costs ~5–6ms per hop at chat rates (a batch waits for its
+	// flush tick), and a chat round trip crosses the bus twice. 1ms stays within ~1ms of
+	// batching off while still coalescing a key's bursts (a hot room's danmaku on an edge's
+	// topic) into one broker entry. With many keys at high rates key-based batching rarely
+	// fills a batch (4000/s over 64 keys: off beat 1ms on p50); set a negative delay there.
+	// Most of the ~7ms between broker ack and delivery is likely the broker's
+	// managedLedgerNewEntriesCheckDelayInMillis (10 in the standalone.conf in use; 0 is the
+	// low-latency setting, apache/pulsar#10660), not the client.
 	BatchingDelay time.Duration
 	// MaxPendingMessages bounds each producer's queue of messages sent and not yet confirmed by
 	// the broker; a Publish beyond it fails with ErrFull instead of blocking. Zero means 4096.

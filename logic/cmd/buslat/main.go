@@ -9,9 +9,8 @@
 // The chat round trip (client → edge → Pulsar → logic → Pulsar → edge → client) crosses the
 // bus twice; the goal compares it with this figure: p50 ≤ 2 × bus p50 + 2 ms.
 //
-// Figures on the 2-core dev box (Pulsar 4.0.8 standalone, 2000 msg/s, 64 keys, 200 B, 5000
-// messages, shared with other work) that chose PulsarConfig.BatchingDelay's 1ms default:
-// see the report in the logic/bus package comment.
+// Figures measured with it, and the choice of PulsarConfig.BatchingDelay they led to, are in
+// that field's comment (logic/bus/pulsar.go).
 package main
 
 import (
