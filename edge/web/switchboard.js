@@ -25,11 +25,11 @@ export const Types = Object.freeze({
   chatConvs: 'chat.convs',
   chatJoin: 'chat.join',
   chatLeave: 'chat.leave',
-  danmakuJoin: 'danmaku.join',
-  danmakuLeave: 'danmaku.leave',
-  danmakuSend: 'danmaku.send',
-  danmakuBatch: 'danmaku.batch',
-  danmakuCount: 'danmaku.count',
+  roomJoin: 'room.join', // {room}; answered with a room.join delivery carrying the id
+  roomLeave: 'room.leave',
+  roomOnline: 'room.online', // {room, online}: live counts
+  danmakuSend: 'danmaku.send', // {room, text, paid?}
+  danmaku: 'danmaku', // {room, user, text, paid?, mod?, ts}
   echo: 'echo',
 });
 

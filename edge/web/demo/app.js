@@ -61,7 +61,7 @@ sb.on('state', ({ state, attempt }) => {
 sb.on('welcome', (w) => {
   $('edge').textContent = `${w.edge || 'edge'} · conn ${w.conn}`;
   // Rooms and groups are per connection: join them again on every (re)connection.
-  for (const r of ROOMS) sb.send('danmaku.join', { room: r.id }).catch(toastErr('join ' + r.id));
+  for (const r of ROOMS) sb.request('room.join', { room: r.id }).catch(toastErr('join ' + r.id));
   sb.send('chat.join', { group: GROUP }).catch(toastErr('join #' + GROUP));
 });
 sb.on('move', (d) => toast(`edge asked us to move (${d.reason || 'drain'}); reconnecting in ${d.delay_ms} ms`));
@@ -100,8 +100,7 @@ function onCount(d) {
   }
   renderRooms();
 }
-sb.on('danmaku.count', onCount);
-sb.on('room.count', onCount);
+sb.on('room.online', onCount);
 
 // Lanes: a new danmaku takes the first lane whose last item has cleared the right edge.
 const lanes = [];
@@ -111,10 +110,11 @@ function fly(item) {
   const el = document.createElement('div');
   el.className = 'bullet';
   if (item.user === me || item.from === me) el.classList.add('mine');
-  if (item.paid || item.priority === 'paid' || item.prio === 'paid') el.classList.add('paid');
+  if (item.paid > 0) el.classList.add('paid');
+  if (item.mod) el.classList.add('mod');
   el.textContent = item.text;
   el.dataset.user = item.user || item.from || '';
-  if (item.color && /^#[0-9a-fA-F]{3,8}$/.test(item.color)) el.style.color = item.color;
+  el.style.color = colorOf(el.dataset.user);
   layer.appendChild(el);
   const W = layer.clientWidth;
   const w = el.offsetWidth;
@@ -141,26 +141,24 @@ function onDanmaku(d) {
   else fly(d);
 }
 sb.on('danmaku', onDanmaku);
-sb.on('danmaku.message', onDanmaku);
-sb.on('danmaku.batch', onDanmaku);
 
-let color = COLORS[0];
-$('colors').replaceChildren(...COLORS.map((c) => {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.className = c === color ? 'swatch on' : 'swatch';
-  b.style.background = c;
-  b.title = c;
-  b.onclick = () => {
-    color = c;
-    for (const s of $('colors').children) s.classList.toggle('on', s === b);
-  };
-  return b;
-}));
+// Every viewer gets a colour of their own (a hash of the name), the same on every screen.
+function colorOf(user) {
+  let h = 0;
+  for (const ch of String(user)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return COLORS[h % COLORS.length];
+}
+{
+  const dot = document.createElement('span');
+  dot.className = 'swatch on';
+  dot.style.background = colorOf(me);
+  dot.title = 'your colour on every screen';
+  $('colors').replaceChildren(dot);
+}
 function sendDanmaku(text) {
   stats.sent++;
-  return sb.send('danmaku.send', { room, text, color, paid: $('paid').checked || undefined })
-    .catch(toastErr('danmaku'));
+  const paid = $('paid').checked ? 500 : undefined; // demo: paid amounts are trusted
+  return sb.send('danmaku.send', { room, text, paid }).catch(toastErr('danmaku'));
 }
 $('danmaku-form').onsubmit = (e) => {
   e.preventDefault();

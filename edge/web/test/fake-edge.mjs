@@ -90,7 +90,7 @@ export async function startFakeEdge({ serve = false, port = 0 } = {}) {
     const roomSend = (r, frame) => {
       for (const o of edge.conns) if (o.rooms.has(r)) o.ws.send(JSON.stringify(frame));
     };
-    const counts = (r) => roomSend(r, { type: 'danmaku.count', data: { room: r, online: [...edge.conns].filter((o) => o.rooms.has(r)).length } });
+    const counts = (r) => roomSend(r, { type: 'room.online', data: { room: r, online: [...edge.conns].filter((o) => o.rooms.has(r)).length } });
     ws.on('error', () => {});
     ws.send(JSON.stringify({ type: 'welcome', data: { conn: c.conn, user: c.user, edge: 'fake' } }));
     ws.on('message', (raw) => {
@@ -111,14 +111,15 @@ export async function startFakeEdge({ serve = false, port = 0 } = {}) {
           ack();
           send({ type: 'echo', data: d });
           return;
-        case 'danmaku.join':
+        case 'room.join':
           c.rooms.add(d.room);
           ack();
+          send({ type: 'room.join', id: f.id, data: { room: d.room } });
           counts(d.room);
           return;
         case 'danmaku.send':
           ack();
-          roomSend(d.room, { type: 'danmaku.batch', data: { room: d.room, items: [{ user: c.user, text: d.text, color: d.color, paid: d.paid }] } });
+          roomSend(d.room, { type: 'danmaku', data: { room: d.room, user: c.user, text: d.text, paid: d.paid, ts: Date.now() } });
           return;
         case 'chat.join':
           c.groups.add(d.group);
