@@ -9,7 +9,14 @@
 // Delivery: a Handler's nil return acknowledges the message; an error negatively acknowledges
 // it, and it is redelivered (to any consumer of the subscription) after the NackDelay. A
 // consumer that goes away with unacknowledged messages has them redelivered to another
-// consumer of the subscription.
+// consumer of the subscription, ahead of its key's later messages. A nack does break its key's
+// order: later messages of the key may be handled while the nacked one waits for its
+// NackDelay (as in Pulsar), so a handler that needs strict per-key order retries in place
+// rather than returning an error for a transient failure.
+//
+// Delivery is at least once: an acknowledged message is not redelivered, but a consumer that
+// dies before its acknowledgement reached the broker (Pulsar groups acks for up to 100ms, and
+// acknowledges a batch once all of its messages are) gets its messages handled again elsewhere.
 //
 // # Topics: persistent or not, and why
 //

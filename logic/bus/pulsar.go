@@ -176,7 +176,7 @@ func (b *Pulsar) Publish(ctx context.Context, topic string, m Message, done func
 	t := b.topic(topic)
 	t.mu.RLock()
 	if p := t.p; p != nil {
-		b.send(ctx, p, m, done)
+		b.send(ctx, topic, t, p, m, done)
 		t.mu.RUnlock()
 		return
 	}
@@ -184,7 +184,7 @@ func (b *Pulsar) Publish(ctx context.Context, topic string, m Message, done func
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p := t.p; p != nil {
-		b.send(ctx, p, m, done)
+		b.send(ctx, topic, t, p, m, done)
 		return
 	}
 	if len(t.pending) >= b.cfg.MaxPendingMessages {
@@ -231,11 +231,7 @@ func (b *Pulsar) create(name string, t *pulsarTopic) {
 	pending := t.pending
 	t.pending = nil
 	if err != nil {
-		b.mu.Lock()
-		if b.producers[name] == t {
-			delete(b.producers, name)
-		}
-		b.mu.Unlock()
+		b.forget(name, t)
 		err = fmt.Errorf("%w: create producer for %s: %w", ErrUnavailable, name, err)
 		for _, r := range pending {
 			b.notes.post(r.done, err)
@@ -244,17 +240,30 @@ func (b *Pulsar) create(name string, t *pulsarTopic) {
 	}
 	t.p = p
 	for _, r := range pending {
-		b.send(r.ctx, p, r.m, r.done)
+		b.send(r.ctx, name, t, p, r.m, r.done)
 	}
 }
 
-// send hands m to p. The callback may run inside SendAsync (refusals); such calls are
-// redirected to the notifier so that done never runs on the publisher's goroutine.
-func (b *Pulsar) send(ctx context.Context, p pulsar.Producer, m Message, done func(error)) {
+// forget drops t from the producer cache, so that the next Publish to name creates a new
+// producer. Lock order: t.mu (if held) before b.mu.
+func (b *Pulsar) forget(name string, t *pulsarTopic) {
+	b.mu.Lock()
+	if b.producers[name] == t {
+		delete(b.producers, name)
+	}
+	b.mu.Unlock()
+}
+
+// send hands m to t's producer p. The callback may run inside SendAsync (refusals); such calls
+// are redirected to the notifier so that done never runs on the publisher's goroutine.
+func (b *Pulsar) send(ctx context.Context, name string, t *pulsarTopic, p pulsar.Producer, m Message, done func(error)) {
 	var returned atomic.Bool
 	p.SendAsync(ctx, &pulsar.ProducerMessage{Payload: m.Payload, Key: m.Key, Properties: m.Props},
 		func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 			if err != nil {
+				if errors.Is(err, pulsar.ErrProducerClosed) && !b.closed.Load() {
+					b.forget(name, t) // closed by the broker side (topic deleted, fenced): recreate on next use
+				}
 				err = b.mapErr(ctx, err)
 			}
 			if !returned.Load() {

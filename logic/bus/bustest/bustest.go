@@ -57,6 +57,7 @@ func RunWith(t *testing.T, o Options, newBus func(t *testing.T) bus.Bus) {
 		{"FromLatest", s.fromLatest},
 		{"DurableResumes", s.durableResumes},
 		{"Ephemeral", s.ephemeral},
+		{"NonPersistentLive", s.nonPersistent},
 		{"KeySharedOrderAndLoad", s.keyShared},
 		{"KeySharedJoinKeepsOrder", s.keySharedJoin},
 		{"NackRedelivers", s.nackRedelivers},
@@ -450,6 +451,31 @@ func (s *suite) ephemeral(t *testing.T) {
 	s.publish(t, b, topic, msg("k", "m3"))
 	if ds := s.waitN(t, r2, 1); string(ds[0].Payload) != "m3" {
 		t.Fatalf("new ephemeral consumer got %q first, want m3 (m2 must not accumulate)", ds[0].Payload)
+	}
+}
+
+// nonPersistent: a non-persistent topic (the broadcast topic) delivers to live consumers, in
+// per-key order, and keeps nothing for a subscription created later.
+func (s *suite) nonPersistent(t *testing.T) {
+	b := s.bus(t)
+	topic := strings.Replace(s.topic(), "persistent://", "non-persistent://", 1)
+	opts := bus.SubOptions{Mode: bus.Exclusive, FromLatest: true, Ephemeral: true}
+	r := newRecorder()
+	s.subscribe(t, b, topic, "edge-1", opts, r.handle)
+	var ms []bus.Message
+	for i := range 10 {
+		ms = append(ms, msg("everyone", strconv.Itoa(i)))
+	}
+	s.publishAll(t, b, topic, ms)
+	s.waitN(t, r, 10)
+	if got := strings.Join(r.payloads(), ","); got != "0,1,2,3,4,5,6,7,8,9" {
+		t.Fatalf("got %s", got)
+	}
+	r2 := newRecorder()
+	s.subscribe(t, b, topic, "edge-2", bus.SubOptions{Mode: bus.Exclusive, Ephemeral: true}, r2.handle)
+	s.publish(t, b, topic, msg("everyone", "late"))
+	if ds := s.waitN(t, r2, 1); string(ds[0].Payload) != "late" {
+		t.Fatalf("late subscriber got %q first, want late (nothing retained)", ds[0].Payload)
 	}
 }
 
