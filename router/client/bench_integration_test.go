@@ -23,7 +23,7 @@ func BenchmarkServicePresence(b *testing.B) {
 			rc := redisClient(b, target.env)
 			st := newRedisStore(b, rc, testPrefix(), 200*time.Millisecond)
 			c, _ := serve(b, st, client.Config{CacheTTL: -1})
-			presencetest.Bench(b, c)
+			presencetest.Bench(b, c, presencetest.RedisCPU(rc))
 		})
 	}
 }

@@ -333,9 +333,14 @@ func (s *RedisStore) runScripts(ctx context.Context, calls []*scriptCall, extra 
 	if extra != nil {
 		extra(pipe)
 	}
-	_, err := pipe.Exec(ctx)
+	cmds, err := pipe.Exec(ctx)
 	if err == nil {
 		return nil
+	}
+	for _, cmd := range cmds { // a failure other than a script missing from the cache
+		if e := cmd.Err(); e != nil && e != redis.Nil && !isNoScript(e) {
+			return e
+		}
 	}
 	var retry []*scriptCall
 	for _, c := range calls {
@@ -607,28 +612,77 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 }
 
 // writeGlobal pipelines the user and room index changes and publishes the resulting events.
+//
+// A user whose changes in this batch are all additions (the common connect) is written with
+// plain commands, HSET of its entries then HSETNX of "on" (1: the online transition), which
+// is cheaper for Redis than a script call and still decides the transition atomically: a
+// concurrent removal (scriptUser) either sees the new entry (HLEN > 1: no offline) or deleted
+// the key before the HSET (then HSETNX fires the online event again). Users with removals go
+// through scriptUser. Positive room deltas are plain HINCRBYs; negative ones use scriptRoom,
+// which drops the field at zero.
 func (s *RedisStore) writeGlobal(ctx context.Context, edge string, epoch uint64, users map[string]*userOps, order []string,
 	rooms map[string]int, roomOrder []string, now time.Time) error {
 	calls := make([]*scriptCall, 0, len(order)+len(roomOrder))
-	for _, u := range order {
-		calls = append(calls, &scriptCall{script: scriptUser, keys: []string{s.kUser(u)}, args: users[u].args})
+	callOf := make([]int, len(order)) // index in calls, or -1 for a plain-command user
+	plain := 0
+	for i, u := range order {
+		callOf[i] = -1
+		args := users[u].args
+		for j := 0; j < len(args); j += 3 {
+			if args[j] != "a" {
+				callOf[i] = len(calls)
+				calls = append(calls, &scriptCall{script: scriptUser, keys: []string{s.kUser(u)}, args: args})
+				break
+			}
+		}
+		if callOf[i] < 0 {
+			plain++
+		}
 	}
 	reg := regMember(edge, epoch)
+	var incr []string
 	for _, r := range roomOrder {
-		if d := rooms[r]; d != 0 {
+		switch d := rooms[r]; {
+		case d > 0:
+			incr = append(incr, r)
+		case d < 0:
 			calls = append(calls, &scriptCall{script: scriptRoom, keys: []string{s.kRoom(r)}, args: []any{reg, d}})
 		}
 	}
-	if len(calls) == 0 {
+	if len(calls) == 0 && plain == 0 && len(incr) == 0 {
 		return nil
 	}
-	if err := s.runScripts(ctx, calls, nil); err != nil {
+	onCmds := make([]*redis.BoolCmd, len(order))
+	extra := func(pipe redis.Pipeliner) {
+		for i, u := range order {
+			if callOf[i] >= 0 {
+				continue
+			}
+			args := users[u].args
+			kv := make([]any, 0, len(args)/3*2)
+			for j := 0; j+2 < len(args); j += 3 {
+				kv = append(kv, args[j+1], args[j+2])
+			}
+			k := s.kUser(u)
+			pipe.HSet(ctx, k, kv...)
+			onCmds[i] = pipe.HSetNX(ctx, k, "on", "1")
+		}
+		for _, r := range incr {
+			pipe.HIncrBy(ctx, s.kRoom(r), reg, int64(rooms[r]))
+		}
+	}
+	if err := s.runScripts(ctx, calls, extra); err != nil {
 		return unavailable("apply index", err)
 	}
 	var evs []Event
 	net := 0
 	for i, u := range order {
-		tr, _ := calls[i].cmd.Text()
+		var tr string
+		if callOf[i] >= 0 {
+			tr, _ = calls[callOf[i]].cmd.Text()
+		} else if onCmds[i].Val() {
+			tr = "+"
+		}
 		for _, c := range tr {
 			kind := EventUserOnline
 			net++

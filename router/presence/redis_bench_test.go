@@ -10,7 +10,8 @@ import (
 )
 
 // BenchmarkRedisPresence measures presence throughput against real Redis through one
-// RedisStore in process (no gRPC): batched connects and batched resolves (presencetest.Bench).
+// RedisStore in process (no gRPC): batched connects and batched resolves (presencetest.Bench;
+// the per-CPU-second figures include the Redis servers' CPU).
 // Run:
 //
 //	source .run/env; cd router
@@ -28,7 +29,7 @@ func BenchmarkRedisPresence(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { _ = s.Close() })
-			presencetest.Bench(b, s)
+			presencetest.Bench(b, s, presencetest.RedisCPU(c))
 		})
 	}
 }
@@ -40,5 +41,5 @@ func BenchmarkMemoryPresence(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close() })
-	presencetest.Bench(b, s)
+	presencetest.Bench(b, s, nil)
 }

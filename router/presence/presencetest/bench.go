@@ -4,10 +4,15 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-io/switchboard/router/presence"
 )
@@ -15,18 +20,34 @@ import (
 // Bench measures presence throughput of s, shared by the store benchmarks and the gRPC
 // service benchmark (router/client):
 //
-//   - connect/batch=N: concurrent edges (2 per GOMAXPROCS) report connects, each a connect op
-//     plus a room join (100 rooms), applied in batches of N connects, as edges do. Metrics:
-//     connects/s and updates/s (ops/s, two per connect).
-//   - resolve/batch=N: concurrent readers resolve connected users N per call. Metric:
+//   - connect/edges=E/batch=N: E edges report connects concurrently (each edge one Apply in
+//     flight, as an edge's reporter does), each connect a connect op plus a room join (100
+//     rooms), in batches of N connects. Metrics: connects/s and updates/s (ops/s, two per
+//     connect).
+//   - resolve/batch=N: 16 concurrent readers resolve connected users N per call. Metric:
 //     resolves/s (users resolved per second).
+//
+// Besides wall-clock rates, it reports updates/cpu-s and resolves/cpu-s: operations per
+// CPU-second spent by this process (edges, router, store) plus extCPU (CPU of the Redis
+// server processes, when given). On a shared machine the wall-clock rate depends on what else
+// runs; the per-CPU-second rate does much less.
 //
 // Edges stay registered across rounds and connection ids never repeat, so every round adds
 // new connections (no re-registration, no reaping in the background of a measurement).
-func Bench(b *testing.B, s presence.Store) {
+func Bench(b *testing.B, s presence.Store, extCPU func() time.Duration) {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		if extCPU != nil {
+			d += extCPU()
+		}
+		return d
+	}
 	ctx := context.Background()
-	const par = 2 // goroutines per GOMAXPROCS
-	nEdges := par * runtime.GOMAXPROCS(0)
+	const maxEdges = 16
+	procs := runtime.GOMAXPROCS(0)
+	nEdges := max(maxEdges, procs)
 	pool := make(chan edgeReg, nEdges)
 	run := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
 	var regs []edgeReg
@@ -45,12 +66,13 @@ func Bench(b *testing.B, s presence.Store) {
 		}
 	})
 	var next atomic.Int64 // last connection id / user number handed out
-	for _, batch := range []int{64, 256} {
-		b.Run(fmt.Sprintf("connect/batch=%d", batch), func(b *testing.B) {
+	for _, cs := range []struct{ edges, batch int }{{4, 64}, {4, 256}, {16, 64}, {16, 256}} {
+		batch := cs.batch
+		b.Run(fmt.Sprintf("connect/edges=%d/batch=%d", cs.edges, batch), func(b *testing.B) {
 			b.ReportAllocs()
-			b.SetParallelism(par)
+			b.SetParallelism(max(1, cs.edges/procs))
 			var errOnce sync.Once
-			start := time.Now()
+			start, cpu0 := time.Now(), cpu()
 			b.RunParallel(func(pb *testing.PB) {
 				e := <-pool
 				defer func() { pool <- e }()
@@ -76,9 +98,10 @@ func Bench(b *testing.B, s presence.Store) {
 				}
 				flush()
 			})
-			el := time.Since(start).Seconds()
+			el, used := time.Since(start).Seconds(), (cpu() - cpu0).Seconds()
 			b.ReportMetric(float64(b.N)/el, "connects/s")
 			b.ReportMetric(float64(2*b.N)/el, "updates/s")
+			b.ReportMetric(float64(2*b.N)/used, "updates/cpu-s")
 		})
 	}
 	for _, batch := range []int{100} {
@@ -88,10 +111,10 @@ func Bench(b *testing.B, s presence.Store) {
 				b.Skip("no connected users (run the connect benchmarks first)")
 			}
 			b.ReportAllocs()
-			b.SetParallelism(par)
+			b.SetParallelism(max(1, 16/procs))
 			var errOnce sync.Once
 			var seed atomic.Int64
-			start := time.Now()
+			start, cpu0 := time.Now(), cpu()
 			b.RunParallel(func(pb *testing.PB) {
 				users := make([]string, 0, batch)
 				i := seed.Add(7919)
@@ -107,8 +130,9 @@ func Bench(b *testing.B, s presence.Store) {
 					}
 				}
 			})
-			el := time.Since(start).Seconds()
+			el, used := time.Since(start).Seconds(), (cpu() - cpu0).Seconds()
 			b.ReportMetric(float64(b.N)/el, "resolves/s")
+			b.ReportMetric(float64(b.N)/used, "resolves/cpu-s")
 		})
 	}
 }
@@ -116,4 +140,43 @@ func Bench(b *testing.B, s presence.Store) {
 type edgeReg struct {
 	name  string
 	epoch uint64
+}
+
+// RedisCPU returns a function summing used_cpu_user + used_cpu_sys (INFO cpu) of the Redis
+// server, or of every Cluster master, behind c: Bench's extCPU. It counts everything those
+// servers do, including other clients' work (a pessimistic figure on a shared server).
+func RedisCPU(c redis.UniversalClient) func() time.Duration {
+	parse := func(out string) float64 {
+		var total float64
+		for _, line := range strings.Split(out, "\n") {
+			line = strings.TrimSpace(line)
+			for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+				if v, ok := strings.CutPrefix(line, k); ok {
+					f, _ := strconv.ParseFloat(v, 64)
+					total += f
+				}
+			}
+		}
+		return total
+	}
+	return func() time.Duration {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var mu sync.Mutex
+		var total float64
+		info := func(ctx context.Context, n *redis.Client) error {
+			out, err := n.Info(ctx, "cpu").Result()
+			mu.Lock()
+			total += parse(out)
+			mu.Unlock()
+			return err
+		}
+		switch cc := c.(type) {
+		case *redis.ClusterClient:
+			_ = cc.ForEachMaster(ctx, info)
+		case *redis.Client:
+			_ = info(ctx, cc)
+		}
+		return time.Duration(total * float64(time.Second))
+	}
 }
