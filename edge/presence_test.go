@@ -1,0 +1,145 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/protocol"
+	"github.com/switchboard-io/switchboard/router/presence"
+)
+
+// countingStore counts the calls the edge makes.
+type countingStore struct {
+	presence.Store
+	registers, applies, syncs atomic.Int64
+}
+
+func (c *countingStore) Register(ctx context.Context, edge string, ttl time.Duration) (uint64, error) {
+	c.registers.Add(1)
+	return c.Store.Register(ctx, edge, ttl)
+}
+
+func (c *countingStore) Apply(ctx context.Context, edge string, epoch uint64, ops []presence.Op) error {
+	c.applies.Add(1)
+	return c.Store.Apply(ctx, edge, epoch, ops)
+}
+
+func (c *countingStore) Sync(ctx context.Context, edge string, epoch uint64, conns []presence.Conn, rooms map[string][]uint64) error {
+	c.syncs.Add(1)
+	return c.Store.Sync(ctx, edge, epoch, conns, rooms)
+}
+
+func TestPresenceReporting(t *testing.T) {
+	mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	store := &countingStore{Store: mem}
+	cfg := testConfig()
+	cfg.Presence = store
+	cfg.PresenceLease = 600 * time.Millisecond
+	cfg.PresenceFlush = 5 * time.Millisecond
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(context.Background()) }()
+	<-s.Ready()
+	ctx := context.Background()
+
+	a1, w := dialGorilla(t, s, "alice")
+	ida := connID(t, w)
+	dialGorilla(t, s, "alice")
+	dialGorilla(t, s, "bob")
+	down(t, s, &protocol.Downstream{Kind: protocol.DownJoin, Target: protocol.TargetConns, Conns: []uint64{ida}, Rooms: []string{"r"}})
+
+	state := func(alice, bob, room int) func() error {
+		return func() error {
+			got, err := mem.ResolveUsers(ctx, []string{"alice", "bob"})
+			if err != nil {
+				return err
+			}
+			if len(got["alice"]) != alice || len(got["bob"]) != bob {
+				return fmt.Errorf("alice %d bob %d", len(got["alice"]), len(got["bob"]))
+			}
+			for _, cs := range got {
+				for _, c := range cs {
+					if c.Edge != "edge-test" || c.Epoch != s.Epoch() {
+						return fmt.Errorf("conn %+v, edge epoch %d", c, s.Epoch())
+					}
+				}
+			}
+			re, err := mem.RoomEdges(ctx, "r")
+			if err != nil {
+				return err
+			}
+			members := 0
+			for _, e := range re {
+				members += e.Members
+			}
+			if members != room {
+				return fmt.Errorf("room members %d", members)
+			}
+			return nil
+		}
+	}
+	checkFor(t, 5*time.Second, state(2, 1, 1))
+	first := s.Epoch()
+
+	// The lease is lost (e.g. Redis lost its data): the edge registers again, with a new epoch,
+	// and re-sends its full state.
+	syncs := store.syncs.Load()
+	if err := mem.Deregister(ctx, "edge-test", first); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if s.Epoch() == first || store.syncs.Load() == syncs {
+			return fmt.Errorf("not re-registered")
+		}
+		return state(2, 1, 1)()
+	})
+	// Deliveries addressed with the old epoch still reach the connection.
+	down(t, s, &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetConns, Epoch: first, Conns: []uint64{ida}, Frame: deliver("chat", `{}`)})
+	if f := readFrame(t, a1); f.Type != "chat" {
+		t.Fatalf("got %+v", f)
+	}
+
+	// A disconnect is reported.
+	a1.Close()
+	checkFor(t, 5*time.Second, state(1, 1, 0))
+
+	// Asked to, the edge re-syncs.
+	syncs = store.syncs.Load()
+	s.ResyncPresence()
+	checkFor(t, 5*time.Second, func() error {
+		if store.syncs.Load() == syncs {
+			return fmt.Errorf("no sync")
+		}
+		return nil
+	})
+
+	// Shutdown deregisters: the edge's presence disappears at once.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	edges, err := mem.Edges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 0 {
+		t.Fatalf("edges after shutdown: %v", edges)
+	}
+	if store.applies.Load() == 0 {
+		t.Fatal("no Apply batches")
+	}
+}
