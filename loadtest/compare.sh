@@ -71,7 +71,7 @@ say() { echo "compare: $*" | tee -a "$LOG" >&2; case "$*" in skip*) SKIPPED+=("$
 
 # ---- build the tools -------------------------------------------------------------------
 say "building wsload, hub, benchreport"
-(cd "$LT" && go build -o "$WORK/" ./cmd/wsload ./cmd/hub ./cmd/benchreport)
+(cd "$LT" && go build -o "$WORK/" ./cmd/wsload ./cmd/hub ./cmd/benchreport ./cmd/pulsarping)
 WSLOAD="$WORK/wsload"
 
 [ -f "$ROOT/.run/env" ] && . "$ROOT/.run/env" || true
@@ -224,6 +224,24 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
   echo "## Commands"
   echo
 } > "$META"
+
+# ---- Pulsar's own publish → consume latency (the floor under the cluster's chat) ---------
+case ",$SCENARIOS," in *,chat,*)
+  if [ -n "${SB_PULSAR_URL:-}" ]; then
+    hp="${SB_PULSAR_URL#pulsar://}"
+    if port_busy "${hp%:*}" "${hp##*:}"; then
+      say "pulsarping -n 2000 -rate 500 -size $SIZE (Pulsar baseline on $SB_PULSAR_URL)"
+      echo "    pulsarping -url $SB_PULSAR_URL -n 2000 -rate 500 -size $SIZE -out raw/pulsar-baseline.json" >> "$META.cmds"
+      (cd "$OUT" && "$WORK/pulsarping" -url "$SB_PULSAR_URL" -admin "${SB_PULSAR_ADMIN_URL:-}" -n 2000 -rate 500 \
+        -size "$SIZE" -out raw/pulsar-baseline.json 2>&1 | tee -a "$LOG" >&2) || say "pulsar baseline failed (see $LOG)"
+    else
+      say "skip pulsar baseline: $SB_PULSAR_URL unreachable"
+    fi
+  else
+    say "skip pulsar baseline: SB_PULSAR_URL not set (source .run/env)"
+  fi ;;
+esac
+[ -f "$META.cmds" ] && cat "$META.cmds" >> "$META" && rm -f "$META.cmds"
 
 # ---- run --------------------------------------------------------------------------------
 IFS=, read -r -a TLIST <<< "$TARGETS"

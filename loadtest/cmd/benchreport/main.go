@@ -57,6 +57,9 @@ func run(raw, out, meta, title string) error {
 		b.WriteString("No results: every target was skipped (see the run log above).\n\n")
 	}
 	b.WriteString(report.Table(rs))
+	if pb, err := os.ReadFile(filepath.Join(raw, "pulsar-baseline.json")); err == nil {
+		b.WriteString(report.PulsarBaseline(pb))
+	}
 	if len(charts) > 0 {
 		b.WriteString("## Charts\n\n")
 		for _, c := range charts {

@@ -283,3 +283,30 @@ func target(r *load.Result) load.TargetStats {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// PulsarBaseline renders pulsarping's result (raw JSON) and the chat goal derived from it.
+func PulsarBaseline(raw []byte) string {
+	var r struct {
+		URL      string  `json:"url"`
+		Sent     int64   `json:"sent"`
+		Received int64   `json:"received"`
+		Rate     float64 `json:"rate"`
+		Size     int     `json:"size"`
+		P50Ms    float64 `json:"p50_ms"`
+		P99Ms    float64 `json:"p99_ms"`
+		P999Ms   float64 `json:"p999_ms"`
+		MaxMs    float64 `json:"max_ms"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Sprintf("### Pulsar baseline\n\nunreadable: %v\n\n", err)
+	}
+	var b strings.Builder
+	b.WriteString("### Pulsar baseline (publish → consume, no batching)\n\n")
+	b.WriteString("| broker | messages | rate/s | size B | p50 ms | p99 ms | p99.9 ms | max ms |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| %s | %d / %d | %.0f | %d | %.2f | %.2f | %.2f | %.2f |\n\n", r.URL, r.Received, r.Sent,
+		r.Rate, r.Size, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs)
+	fmt.Fprintf(&b, "Chat goal through Pulsar (cluster): round trip p50 ≤ 2 × %.2f + 2 = %.2f ms, p99 ≤ 30 ms.\n\n",
+		r.P50Ms, 2*r.P50Ms+2)
+	return b.String()
+}
