@@ -17,13 +17,12 @@ export const Types = Object.freeze({
   error: 'error',
   move: 'move',
   welcome: 'welcome',
-  chatSend: 'chat.send',
-  chatSent: 'chat.sent',
-  chatMessage: 'chat.message',
-  chatSync: 'chat.sync',
-  chatHistory: 'chat.history',
-  chatConvs: 'chat.convs',
-  chatJoin: 'chat.join',
+  chatSend: 'chat.send', // {to | group, text, cmid}; reply chat.send {conv, seq, id, ts, dup}
+  chatMsg: 'chat.msg', // delivery {conv, seq, id, from, cmid, text, ts}
+  chatSync: 'chat.sync', // {conv, since?}; reply chat.sync {conv, messages, more}
+  chatConvs: 'chat.convs', // {}; reply chat.convs {convs: [{conv, last, acked}]}
+  chatAck: 'chat.ack', // {conv, seq}: processed up to seq (no reply)
+  chatJoin: 'chat.join', // {group}; reply chat.join {conv}
   chatLeave: 'chat.leave',
   roomJoin: 'room.join', // {room}; answered with a room.join delivery carrying the id
   roomLeave: 'room.leave',
@@ -177,8 +176,7 @@ export class Switchboard {
     // chat resume state
     this._lastSeq = new Map(); // conv → highest seq seen
     this._seen = new Map(); // conv → Set of seqs seen (bounded)
-    this._syncing = new Map(); // conv → pages fetched in this resume
-    this._convsPending = false;
+    this._syncing = new Map(); // conv → the running sync's Promise
     this._resumeWaiters = [];
     this._onBrowserOnline = () => {
       if (this._state === States.Reconnecting && !this._ws) this._dialNow();
@@ -326,8 +324,8 @@ export class Switchboard {
       return Promise.reject(new TypeError('switchboard: send needs a type'));
     }
     const ack = o.ack !== false;
-    if (type === Types.chatSend && data && typeof data === 'object' && !data.mid) {
-      data = { ...data, mid: randomId(16) }; // the chat plugin dedupes resends by mid
+    if (type === Types.chatSend && data && typeof data === 'object' && !data.cmid) {
+      data = { ...data, cmid: randomId(16) }; // the chat plugin dedupes resends by cmid
     }
     const frame = { type };
     const id = ack ? String(o.id || this._idPrefix + ++this._seq) : undefined;
@@ -584,6 +582,13 @@ export class Switchboard {
   }
 
   // ---- chat resume ------------------------------------------------------------------------
+  //
+  // The chat plugin numbers each conversation's messages (seq, from 1, no gaps) and gives each
+  // a unique id. The client remembers the highest seq it saw per conversation, drops duplicates
+  // (at-least-once delivery), acknowledges what it delivered with chat.ack, and after every
+  // (re)connection asks chat.convs for the conversations' last seq and fetches what it missed
+  // with chat.sync, emitting those as chat.msg with replayed: true. A gap in live seqs (a
+  // message lost on the way) triggers a sync too.
 
   /** Resolves when the chat resume started by the latest welcome has finished (conversations
    *  listed and every sync answered), or at once if none is running. */
@@ -592,41 +597,63 @@ export class Switchboard {
     return new Promise((resolve) => this._resumeWaiters.push(resolve));
   }
 
-  _startResume() {
+  async _startResume() {
+    const gen = (this._resumeGen = (this._resumeGen || 0) + 1);
     this._resuming = true;
-    this._syncing.clear();
-    this._resumeFailed = false;
-    for (const [conv, seq] of this._lastSeq) this._sync(conv, seq);
-    this._convsPending = true;
-    this.request(Types.chatConvs, {}).then(
-      () => {},
-      () => { this._convsPending = false; this._checkResume(); },
-    );
-  }
-
-  _sync(conv, after) {
-    const pages = (this._syncing.get(conv) || 0) + 1;
-    if (pages > this.opts.maxSyncPages) {
-      this._syncing.delete(conv);
-      this._checkResume();
-      return;
+    try {
+      let convs = null;
+      try {
+        const r = await this.request(Types.chatConvs, {});
+        convs = (r.data && r.data.convs) || [];
+      } catch {
+        convs = null; // no chat plugin, or it failed: sync what we know
+      }
+      if (gen !== this._resumeGen) return;
+      const jobs = [];
+      if (convs) {
+        for (const c of convs) {
+          if (!c || c.conv == null) continue;
+          const conv = String(c.conv);
+          const have = this._lastSeq.get(conv);
+          const last = Number(c.last ?? c.seq ?? 0);
+          // Known conversation: from our position. New to this client: from the user's
+          // last acknowledgement (since omitted), i.e. what no device of theirs processed.
+          if (have == null ? last > Number(c.acked || 0) : last > have) jobs.push(this._sync(conv, have));
+        }
+      } else {
+        for (const [conv, have] of this._lastSeq) jobs.push(this._sync(conv, have));
+      }
+      await Promise.allSettled(jobs);
+    } finally {
+      if (gen === this._resumeGen) this._finishResume();
     }
-    this._syncing.set(conv, pages);
-    this.request(Types.chatSync, { conv, after }).catch(() => {
-      this._syncing.delete(conv);
-      this._checkResume();
-    });
   }
 
-  _checkResume() {
-    if (!this._resuming || this._convsPending || this._syncing.size > 0) return;
-    this._finishResume(false);
+  /** Fetches conv's messages after since (undefined: after the user's last ack), page by page. */
+  async _sync(conv, since) {
+    if (this._syncing.has(conv)) return this._syncing.get(conv);
+    const job = (async () => {
+      for (let page = 0; page < this.opts.maxSyncPages; page++) {
+        const r = await this.request(Types.chatSync, since == null ? { conv } : { conv, since });
+        const d = (r && r.data) || {};
+        const msgs = Array.isArray(d.messages) ? d.messages : [];
+        for (const m of msgs) {
+          if (!m || typeof m !== 'object') continue;
+          const msg = m.conv == null ? { ...m, conv } : m;
+          if (Number(msg.seq) > (since || 0)) since = Number(msg.seq);
+          if (this._markSeen(msg.conv, msg.seq)) {
+            this._emit(Types.chatMsg, { ...msg, replayed: true }, { type: Types.chatMsg, data: msg });
+          }
+        }
+        if (!d.more || msgs.length === 0) break;
+      }
+    })().finally(() => this._syncing.delete(conv));
+    this._syncing.set(conv, job);
+    return job;
   }
 
   _finishResume() {
     this._resuming = false;
-    this._convsPending = false;
-    this._syncing.clear();
     const w = this._resumeWaiters;
     this._resumeWaiters = [];
     for (const fn of w) fn();
@@ -645,59 +672,44 @@ export class Switchboard {
     if (seq > last) this._lastSeq.set(conv, seq);
     if (set.size > 2048) {
       const floor = Math.max(seq, last) - 1024;
-      for (const s of set) if (s < floor) set.delete(s);
+      for (const x of set) if (x < floor) set.delete(x);
     }
+    this._scheduleAck(conv);
     return true;
   }
 
-  /** Chat bookkeeping on deliveries; returns false to swallow a duplicate chat.message. */
+  /** Acknowledges conv's highest seq to the server, at most every 250 ms per conversation. */
+  _scheduleAck(conv) {
+    if (!this.opts.chatResume) return;
+    this._ackTimers = this._ackTimers || new Map();
+    if (this._ackTimers.has(conv)) return;
+    this._ackTimers.set(conv, setTimeout(() => {
+      this._ackTimers.delete(conv);
+      const seq = this._lastSeq.get(conv);
+      if (seq && this._state === States.Online) {
+        this.send(Types.chatAck, { conv, seq }, { ack: false }).catch(() => {});
+      }
+    }, 250));
+  }
+
+  /** Chat bookkeeping on deliveries; returns false to swallow a duplicate chat.msg. */
   _chatFilter(f) {
     const d = f.data;
     if (!d || typeof d !== 'object') return true;
-    switch (f.type) {
-      case Types.chatMessage:
-        return this._markSeen(d.conv, d.seq);
-      case Types.chatSent:
-        this._markSeen(d.conv, d.seq);
-        return true;
-      case Types.chatHistory: {
-        const conv = d.conv;
-        const msgs = d.messages || d.items || d.msgs || [];
-        let max = Number(d.after) || 0;
-        for (const m of msgs) {
-          const msg = m && typeof m === 'object' && m.conv == null && conv != null ? { ...m, conv } : m;
-          if (!msg || typeof msg !== 'object') continue;
-          if (Number(msg.seq) > max) max = Number(msg.seq);
-          if (this._markSeen(msg.conv, msg.seq)) {
-            this._emit(Types.chatMessage, { ...msg, replayed: true }, { type: Types.chatMessage, data: msg });
-          }
-        }
-        if (conv != null && this._syncing.has(String(conv))) {
-          if (d.more && msgs.length > 0) {
-            this._sync(String(conv), max);
-          } else {
-            this._syncing.delete(String(conv));
-            this._checkResume();
-          }
-        }
-        return true;
+    if (f.type === Types.chatMsg) {
+      const conv = d.conv == null ? null : String(d.conv);
+      const before = conv == null ? 0 : this._lastSeq.get(conv) || 0;
+      if (!this._markSeen(conv, d.seq)) return false;
+      // A gap: something between our last and this one was lost on the way; fetch it.
+      if (conv != null && before > 0 && Number(d.seq) > before + 1 && this.opts.chatResume) {
+        this._sync(conv, before).catch(() => {});
       }
-      case Types.chatConvs: {
-        const convs = d.convs || d.conversations || [];
-        for (const c of convs) {
-          const conv = c && (c.conv ?? c.id);
-          if (conv == null) continue;
-          const seq = Number(c.seq ?? c.last_seq ?? c.last ?? 0);
-          const have = this._lastSeq.get(String(conv)) || 0;
-          if (seq > have && !this._syncing.has(String(conv))) this._sync(String(conv), have);
-        }
-        this._convsPending = false;
-        this._checkResume();
-        return true;
-      }
-      default:
-        return true;
+      return true;
     }
+    if (f.type === Types.chatSend && d.conv != null && d.seq != null) {
+      this._markSeen(d.conv, d.seq); // the reply to our own message: not news on resume
+    }
+    return true;
   }
 }
 

@@ -62,7 +62,7 @@ sb.on('welcome', (w) => {
   $('edge').textContent = `${w.edge || 'edge'} · conn ${w.conn}`;
   // Rooms and groups are per connection: join them again on every (re)connection.
   for (const r of ROOMS) sb.request('room.join', { room: r.id }).catch(toastErr('join ' + r.id));
-  sb.send('chat.join', { group: GROUP }).catch(toastErr('join #' + GROUP));
+  sb.request('chat.join', { group: GROUP }).catch(toastErr('join #' + GROUP));
 });
 sb.on('move', (d) => toast(`edge asked us to move (${d.reason || 'drain'}); reconnecting in ${d.delay_ms} ms`));
 sb.on('close', (ev) => {
@@ -176,20 +176,38 @@ $('cheer').onclick = async () => {
 };
 
 // ---- chat ----------------------------------------------------------------------------------------
-// conv key → {title, kind:'group'|'dm', peer, group, conv (server id once known), messages[]}
+// Conversations are keyed by the chat plugin's ids: "g:<group>" and "d:<len(a)>:<a>:<b>".
+// conv → {conv, title, kind:'group'|'dm', peer, group, messages[], unread}
 const convs = new Map();
 let current = null;
-function convFor(m) {
-  if (m.group) return ensureConv(`g:${m.group}`, { kind: 'group', group: m.group, title: `# ${m.group}` });
-  const peer = m.from === me ? m.to : m.from;
-  if (!peer) return ensureConv(`c:${m.conv}`, { kind: 'dm', title: String(m.conv) });
-  return ensureConv(`u:${peer}`, { kind: 'dm', peer, title: peer });
+function directConv(a, b) {
+  if (b < a) [a, b] = [b, a];
+  return `d:${new TextEncoder().encode(a).length}:${a}:${b}`;
 }
-function ensureConv(key, init) {
-  let c = convs.get(key);
+function peerOf(conv) {
+  const m = /^d:(\d+):/.exec(conv);
+  if (!m) return null;
+  const rest = conv.slice(m[0].length);
+  const n = Number(m[1]);
+  const bytes = new TextEncoder().encode(rest);
+  const a = new TextDecoder().decode(bytes.slice(0, n));
+  const b = new TextDecoder().decode(bytes.slice(n + 1));
+  return a === me ? b : a;
+}
+function convFor(conv) {
+  conv = String(conv);
+  if (conv.startsWith('g:')) return ensureConv(conv, { kind: 'group', group: conv.slice(2), title: `# ${conv.slice(2)}` });
+  const peer = peerOf(conv) || conv;
+  return ensureConv(conv, { kind: 'dm', peer, title: peer });
+}
+function dmWith(peer) {
+  return ensureConv(directConv(me, peer), { kind: 'dm', peer, title: peer });
+}
+function ensureConv(conv, init) {
+  let c = convs.get(conv);
   if (!c) {
-    c = { key, messages: [], unread: 0, ...init };
-    convs.set(key, c);
+    c = { conv, messages: [], unread: 0, ...init };
+    convs.set(conv, c);
     renderConvs();
   }
   return c;
@@ -198,7 +216,8 @@ function renderConvs() {
   $('convs').replaceChildren(...[...convs.values()].map((c) => {
     const li = document.createElement('li');
     li.className = c === current ? 'active' : '';
-    li.dataset.conv = c.key;
+    li.dataset.conv = c.conv;
+    if (c.peer) li.dataset.peer = c.peer;
     li.textContent = c.title;
     if (c.unread) {
       const b = document.createElement('b');
@@ -226,6 +245,7 @@ function messageEl(m) {
   const li = document.createElement('li');
   li.className = m.from === me ? 'msg mine' : 'msg';
   if (m.pending) li.classList.add('pending');
+  if (m.failed) li.classList.add('failed');
   const who = document.createElement('span');
   who.className = 'who';
   who.textContent = m.from === me ? 'you' : m.from;
@@ -234,45 +254,38 @@ function messageEl(m) {
   body.textContent = m.text;
   const meta = document.createElement('span');
   meta.className = 'meta';
-  meta.textContent = m.pending ? 'sending…' : `#${m.seq ?? '?'}${m.replayed ? ' · synced' : ''}`;
+  meta.textContent = m.failed ? 'not sent' : m.pending ? 'sending…' : `#${m.seq ?? '?'}${m.replayed ? ' · synced' : ''}`;
   li.append(who, body, meta);
   return li;
 }
 function addMessage(m) {
-  const c = convFor(m);
-  if (m.conv != null) c.conv = m.conv;
-  // Our own message comes back from the server: replace the pending bubble (same mid).
-  const i = m.mid ? c.messages.findIndex((x) => x.mid === m.mid) : -1;
+  const c = convFor(m.conv);
+  // Our own message from another tab of ours, or the server's copy of a pending bubble.
+  const i = c.messages.findIndex((x) => (m.cmid && x.cmid === m.cmid && x.from === m.from) || (m.seq != null && x.seq === m.seq));
   if (i >= 0) c.messages[i] = { ...c.messages[i], ...m, pending: false };
-  else if (!c.messages.some((x) => x.seq != null && x.seq === m.seq && m.seq != null)) c.messages.push(m);
+  else c.messages.push(m);
   c.messages.sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
-  if (c !== current) c.unread++;
-  if (!current) select(c);
-  else if (c === current) renderMessages();
+  if (c !== current && m.from !== me) c.unread++;
+  if (c === current) renderMessages();
   else renderConvs();
   stats.chat++;
   renderStats();
 }
-sb.on('chat.message', addMessage);
-sb.on('chat.sent', (d) => {
-  for (const c of convs.values()) {
-    const m = c.messages.find((x) => x.mid && x.mid === d.mid);
-    if (m) {
-      Object.assign(m, { pending: false, seq: d.seq, conv: d.conv });
-      if (d.conv != null) c.conv = d.conv;
-      if (c === current) renderMessages();
-    }
-  }
-});
+sb.on('chat.msg', addMessage);
 
 function sendChat(c, text) {
-  const mid = Math.random().toString(36).slice(2) + Date.now().toString(36);
-  const m = { from: me, text, mid, pending: true, to: c.peer, group: c.group };
+  const cmid = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  const m = { conv: c.conv, from: me, text, cmid, pending: true };
   c.messages.push(m);
   renderMessages();
-  const data = c.kind === 'group' ? { group: c.group, text, mid } : { to: c.peer, text, mid };
-  sb.send('chat.send', data).then(
-    () => { if (m.pending && m.seq == null) { m.pending = false; renderMessages(); } },
+  const data = c.kind === 'group' ? { group: c.group, text, cmid } : { to: c.peer, text, cmid };
+  sb.request('chat.send', data).then(
+    (reply) => {
+      const d = reply.data || {};
+      Object.assign(m, { pending: false, seq: d.seq, id: d.id, ts: d.ts });
+      c.messages.sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+      if (c === current) renderMessages();
+    },
     (err) => { m.pending = false; m.failed = true; toast(`message not sent: ${err.message}`, true); renderMessages(); },
   );
 }
@@ -288,7 +301,7 @@ $('new-dm').onsubmit = (e) => {
   const peer = $('dm-to').value.trim();
   if (!peer || peer === me) return;
   $('dm-to').value = '';
-  select(ensureConv(`u:${peer}`, { kind: 'dm', peer, title: peer }));
+  select(dmWith(peer));
 };
 
 // ---- status line and toasts --------------------------------------------------------------------
@@ -344,7 +357,7 @@ const scene = { hue: 330 };
       ctx.beginPath();
       ctx.moveTo(0, H);
       const base = H * (0.72 + layer * 0.09);
-      for (let x = 0; x <= W; x += 8) {
+      for (let x = 0; x < W + 8; x += 8) {
         const p = x / W * 6 + t / (9000 - layer * 2500) + layer * 2;
         ctx.lineTo(x, base - Math.sin(p) * H * 0.05 - Math.sin(p * 2.3) * H * 0.025);
       }
@@ -359,10 +372,10 @@ const scene = { hue: 330 };
 // ---- start ---------------------------------------------------------------------------------------
 renderRooms();
 renderStats();
-ensureConv(`g:${GROUP}`, { kind: 'group', group: GROUP, title: `# ${GROUP}` });
+convFor(`g:${GROUP}`);
 const dm = params.get('dm');
 if (dm && dm !== me) {
-  select(ensureConv(`u:${dm}`, { kind: 'dm', peer: dm, title: dm }));
+  select(dmWith(dm));
   toast(`you are ${me}; say hi to ${dm} →`);
 } else {
   select(convs.get(`g:${GROUP}`));

@@ -96,7 +96,7 @@ try {
     const text = `hi alice, it's bob ${tag}`;
     await pageB.fill('[data-testid=chat-input]', text);
     await pageB.click('[data-testid=chat-send]');
-    await pageA.click(`[data-testid=convs] li[data-conv="u:${bob}"]`);
+    await pageA.click(`[data-testid=convs] li[data-peer="${bob}"]`);
     await pageA.waitForFunction((t) => [...document.querySelectorAll('#messages .msg .body')].some((e) => e.textContent === t), text);
     // and bob sees it confirmed (sequence number from the server)
     await pageB.waitForFunction((t) => [...document.querySelectorAll('#messages .msg')].some((e) => e.querySelector('.body').textContent === t && !e.classList.contains('pending')), text);

@@ -12,6 +12,12 @@ import path from 'node:path';
 const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json' };
 
+/** The chat plugin's id of the 1:1 conversation of a and b (order does not matter). */
+export function directConv(a, b) {
+  if (b < a) [a, b] = [b, a];
+  return `d:${new TextEncoder().encode(a).length}:${a}:${b}`;
+}
+
 /** With {serve: true} the fake edge also serves the demo page (like the embedded binary). */
 export async function startFakeEdge({ serve = false, port = 0 } = {}) {
   const server = http.createServer(async (req, res) => {
@@ -44,8 +50,9 @@ export async function startFakeEdge({ serve = false, port = 0 } = {}) {
     drop: null,
     /** Set to a close code to refuse the next upgrades by closing at once. */
     refuseWith: null,
-    // chat: conv → [{conv, seq, from, to, text, mid}]
+    // chat, as the chat plugin does it: conv → {members: Set, log: [{conv, seq, id, from, cmid, text, ts}]}
     convs: new Map(),
+    acks: new Map(), // user → Map(conv → seq acked)
     inject(frame) {
       for (const c of edge.conns) c.ws.send(JSON.stringify(frame));
     },
@@ -55,17 +62,23 @@ export async function startFakeEdge({ serve = false, port = 0 } = {}) {
     closeAll(code, reason = '') {
       for (const c of edge.conns) c.ws.close(code, reason);
     },
-    /** Appends a message to a 1:1 conversation and delivers it to the online members. */
-    chat(from, to, text) {
-      const conv = [from, to].sort().join('|');
-      let log = edge.convs.get(conv);
-      if (!log) edge.convs.set(conv, (log = []));
-      const m = { conv, seq: log.length + 1, from, to, text };
-      log.push(m);
+    /** Appends a message to conv (members: its users) and delivers it to every connection of
+     *  every member except `exclude` (the sending connection, which gets the reply). */
+    append(conv, members, from, text, cmid, exclude) {
+      let cv = edge.convs.get(conv);
+      if (!cv) edge.convs.set(conv, (cv = { members: new Set(), log: [] }));
+      for (const u of members) cv.members.add(u);
+      const seq = cv.log.length + 1;
+      const m = { conv, seq, id: `${conv}#${seq}`, from, cmid, text, ts: Date.now() };
+      cv.log.push(m);
       for (const c of edge.conns) {
-        if (c.user === to || c.user === from) c.ws.send(JSON.stringify({ type: 'chat.message', data: m }));
+        if (c !== exclude && cv.members.has(c.user)) c.ws.send(JSON.stringify({ type: 'chat.msg', data: m }));
       }
       return m;
+    },
+    /** A 1:1 message from → to, as if sent from another device of from's. */
+    chat(from, to, text) {
+      return edge.append(directConv(from, to), [from, to], from, text);
     },
     async close() {
       for (const c of edge.conns) c.ws.terminate();
@@ -121,40 +134,45 @@ export async function startFakeEdge({ serve = false, port = 0 } = {}) {
           ack();
           roomSend(d.room, { type: 'danmaku', data: { room: d.room, user: c.user, text: d.text, paid: d.paid, ts: Date.now() } });
           return;
-        case 'chat.join':
-          c.groups.add(d.group);
+        case 'chat.join': {
           ack();
+          const conv = `g:${d.group}`;
+          if (!edge.convs.has(conv)) edge.convs.set(conv, { members: new Set(), log: [] });
+          edge.convs.get(conv).members.add(c.user);
+          send({ type: 'chat.join', id: f.id, data: { conv } });
           return;
+        }
         case 'chat.send': {
           ack();
-          if (d.group) {
-            const conv = `g:${d.group}`;
-            let log = edge.convs.get(conv);
-            if (!log) edge.convs.set(conv, (log = []));
-            const m = { conv, seq: log.length + 1, from: c.user, group: d.group, text: d.text, mid: d.mid };
-            log.push(m);
-            for (const o of edge.conns) if (o.groups.has(d.group)) o.ws.send(JSON.stringify({ type: 'chat.message', data: m }));
-            send({ type: 'chat.sent', id: f.id, data: { conv, seq: m.seq, mid: d.mid } });
-            return;
-          }
-          const m = edge.chat(c.user, d.to, d.text);
-          send({ type: 'chat.sent', id: f.id, data: { conv: m.conv, seq: m.seq, mid: d.mid } });
+          const conv = d.group ? `g:${d.group}` : directConv(c.user, d.to);
+          const cv = edge.convs.get(conv);
+          const dup = cv && cv.log.find((m) => m.from === c.user && d.cmid && m.cmid === d.cmid);
+          const m = dup || edge.append(conv, d.group ? [c.user] : [c.user, d.to], c.user, d.text, d.cmid, c);
+          send({ type: 'chat.send', id: f.id, data: { conv, seq: m.seq, id: m.id, ts: m.ts, dup: !!dup } });
           return;
         }
         case 'chat.sync': {
-          const log = edge.convs.get(d.conv) || [];
-          const after = Number(d.after) || 0;
-          const page = log.filter((m) => m.seq > after).slice(0, 2); // small pages: tests paging
-          const more = log.filter((m) => m.seq > after).length > page.length;
-          send({ type: 'chat.history', id: f.id, data: { conv: d.conv, after, messages: page, more } });
+          const log = (edge.convs.get(d.conv) || { log: [] }).log;
+          const acked = (edge.acks.get(c.user) || new Map()).get(d.conv) || 0;
+          const since = d.since == null ? acked : Number(d.since);
+          const page = log.filter((m) => m.seq > since).slice(0, 2); // small pages: tests paging
+          const more = log.filter((m) => m.seq > since).length > page.length;
+          send({ type: 'chat.sync', id: f.id, data: { conv: d.conv, messages: page, more } });
           return;
         }
         case 'chat.convs': {
           const convs = [];
-          for (const [conv, log] of edge.convs) {
-            if (log.some((m) => m.from === c.user || m.to === c.user)) convs.push({ conv, seq: log.length });
+          const acks = edge.acks.get(c.user) || new Map();
+          for (const [conv, cv] of edge.convs) {
+            if (cv.members.has(c.user)) convs.push({ conv, last: cv.log.length, acked: acks.get(conv) || 0 });
           }
           send({ type: 'chat.convs', id: f.id, data: { convs } });
+          return;
+        }
+        case 'chat.ack': {
+          if (!edge.acks.has(c.user)) edge.acks.set(c.user, new Map());
+          const acks = edge.acks.get(c.user);
+          acks.set(d.conv, Math.max(acks.get(d.conv) || 0, Number(d.seq) || 0));
           return;
         }
         default:

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Switchboard, States, ErrorCodes, CloseCodes, SwitchboardError } from '../switchboard.js';
-import { startFakeEdge } from './fake-edge.mjs';
+import { startFakeEdge, directConv } from './fake-edge.mjs';
 import { eventually, next } from './helpers.mjs';
 
 function client(url, user, opts = {}) {
@@ -49,8 +49,8 @@ test('unit: send resolves on ack, rejects with the error code, replies settle by
     assert.equal(err.type, 'nope');
     return true;
   });
-  const hist = await sb.send('chat.sync', { conv: 'x', after: 0 });
-  assert.equal(hist.type, 'chat.history', 'a reply delivery carrying the id settles the send');
+  const hist = await sb.send('chat.sync', { conv: 'x', since: 0 });
+  assert.equal(hist.type, 'chat.sync', 'a reply delivery carrying the id settles the send');
 });
 
 test('unit: no ack within the timeout rejects with ETIMEOUT', async (t) => {
@@ -159,11 +159,14 @@ test('unit: chat resume fetches exactly the missed messages, paging, without dup
   t.after(async () => { await a.close(); await b.close(); await edge.close(); });
   await Promise.all([a.connect(), b.connect()]);
   const got = [];
-  b.on('chat.message', (m) => got.push(m));
-  await a.send('chat.send', { to: 'bob', text: 'live' });
+  b.on('chat.msg', (m) => got.push(m));
+  const reply = await a.request('chat.send', { to: 'bob', text: 'live' });
+  assert.equal(reply.data.seq, 1);
   await eventually(() => got.length === 1, 'the live message');
   const conv = got[0].conv;
+  assert.equal(conv, directConv('alice', 'bob'));
   assert.equal(b.chatPositions[conv], 1);
+  assert.equal(a.chatPositions[conv], 1, "the sender's position follows its own reply");
 
   await b.close();
   for (let i = 1; i <= 5; i++) edge.chat('alice', 'bob', `missed ${i}`); // while b is offline
@@ -173,12 +176,45 @@ test('unit: chat resume fetches exactly the missed messages, paging, without dup
   assert.ok(got.slice(1).every((m) => m.replayed === true));
   assert.equal(b.chatPositions[conv], 6);
   const syncs = edge.received.filter((f) => f.type === 'chat.sync' && f.data.conv === conv);
-  assert.deepEqual(syncs.map((f) => f.data.after), [1, 3, 5], 'paged from the last seq seen');
+  assert.deepEqual(syncs.map((f) => f.data.since), [1, 3, 5], 'paged from the last seq seen');
 
   // A live duplicate (at-least-once redelivery) is swallowed.
-  edge.inject({ type: 'chat.message', data: { conv, seq: 6, from: 'alice', text: 'missed 5' } });
+  edge.inject({ type: 'chat.msg', data: { conv, seq: 6, from: 'alice', text: 'missed 5' } });
   await sb_roundtrip(b);
   assert.equal(got.length, 6);
+  // What b processed is acknowledged to the server (debounced).
+  await eventually(() => (edge.acks.get('bob') || new Map()).get(conv) === 6, 'chat.ack up to 6');
+});
+
+test('unit: a fresh client syncs from the last acknowledged message; a live gap triggers a sync', async (t) => {
+  const edge = await startFakeEdge();
+  const old = client(edge.url, 'bob');
+  t.after(async () => { await old.close(); await edge.close(); });
+  await old.connect();
+  edge.chat('alice', 'bob', 'one');
+  const conv = directConv('alice', 'bob');
+  await eventually(() => (edge.acks.get('bob') || new Map()).get(conv) === 1, 'the first device acks 1');
+  await old.close();
+  edge.chat('alice', 'bob', 'two');
+  edge.chat('alice', 'bob', 'three');
+
+  const fresh = client(edge.url, 'bob'); // e.g. a reloaded page: knows no positions
+  t.after(() => fresh.close());
+  const got = [];
+  fresh.on('chat.msg', (m) => got.push(m));
+  await fresh.connect();
+  await fresh.synced();
+  assert.deepEqual(got.map((m) => m.text), ['two', 'three'], 'what no device processed yet');
+  const first = edge.received.find((f) => f.type === 'chat.sync' && f.conn === edge.connects.at(-1).conn);
+  assert.equal(first.data.since, undefined, 'since omitted: the server starts after the last ack');
+
+  // Seq 4 is lost on the way; 5 arrives live: the client notices the gap and fetches 4.
+  const cv = edge.convs.get(conv);
+  cv.log.push({ conv, seq: 4, id: `${conv}#4`, from: 'alice', text: 'four (lost)', ts: 0 });
+  edge.chat('alice', 'bob', 'five');
+  await eventually(() => got.length === 4, 'the lost message fetched');
+  assert.deepEqual(got.map((m) => m.text).sort(), ['five', 'four (lost)', 'three', 'two']);
+  assert.equal(fresh.chatPositions[conv], 5);
 });
 
 async function sb_roundtrip(sb) {
