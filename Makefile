@@ -26,6 +26,11 @@ build: $(MODULES:%=build/%)
 $(MODULES:%=build/%): build/%:
 	cd $* && $(GO) build ./...
 
+# run: the whole system in one process (edge + router + logic, in-memory bus and presence,
+# dev auth): demo page http://127.0.0.1:8080/, WebSocket ws://127.0.0.1:8080/ws. RUNFLAGS=-addr …
+run:
+	$(GO) run ./edge/cmd/switchboard $(RUNFLAGS)
+
 # install: idempotent; apt packages, the Pulsar distribution (cached in ~/.cache/switchboard), Go tools.
 install:
 	./deploy/local/install.sh
