@@ -145,6 +145,7 @@ type Runtime struct {
 	shutdown bool               // guarded by mu: a Run after Shutdown returns at once
 	stop     context.CancelFunc // guarded by mu; set by Run
 	done     chan struct{}      // closed when Run returns
+	ready    chan struct{}      // closed when Run's consumers are subscribed
 }
 
 // New validates cfg, initialises the plugins and returns a Runtime ready to Run.
@@ -158,6 +159,7 @@ func New(cfg Config) (*Runtime, error) {
 		tracer: cfg.TracerProvider.Tracer("github.com/switchboard-io/switchboard/logic"),
 		warn:   rate.NewLimiter(rate.Every(time.Second), 5),
 		done:   make(chan struct{}),
+		ready:  make(chan struct{}),
 	}
 	r.background = Sender{rt: r}
 	for _, p := range cfg.Plugins {
@@ -231,6 +233,9 @@ func (h *Host) Logger() *slog.Logger { return h.rt.cfg.Logger.With("plugin", h.p
 // Sender returns a synchronous Sender for deliveries outside a frame. Safe for concurrent use.
 func (r *Runtime) Sender() *Sender { s := r.background; return &s }
 
+// Ready is closed once Run has subscribed to the upstream topic (a health check's signal).
+func (r *Runtime) Ready() <-chan struct{} { return r.ready }
+
 // Stats returns the counters.
 func (r *Runtime) Stats() Stats {
 	return Stats{Frames: r.stats.frames.Load(), Errors: r.stats.errors.Load(), Nacks: r.stats.nacks.Load(),
@@ -276,6 +281,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 		subs = append(subs, s)
 	}
+	close(r.ready)
 	var wg sync.WaitGroup
 	for _, t := range r.tasks {
 		wg.Go(func() { t(ctx) })

@@ -1,0 +1,190 @@
+// Command logic is a stateless logic replica: it consumes client frames from Pulsar with a
+// Key_Shared subscription, runs the echo, chat and danmaku plugins, resolves targets through
+// the router and publishes deliveries to the edges' topics. Any number of replicas may run.
+//
+// Every flag has an environment variable (shown in -help); flags win.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-io/switchboard/logic"
+	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/logic/plugins/chat"
+	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
+	"github.com/switchboard-io/switchboard/logic/plugins/echo"
+	"github.com/switchboard-io/switchboard/router/client"
+)
+
+type options struct {
+	pulsar, namespace, sub, router    string
+	redis, redisCluster, admin, level string
+	moderators                        string
+	consumers                         int
+	rate                              float64
+	batching                          time.Duration
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func parse(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("logic", flag.ContinueOnError)
+	fs.StringVar(&o.pulsar, "pulsar", env("SB_PULSAR_URL", ""), "Pulsar service URL (SB_PULSAR_URL)")
+	fs.StringVar(&o.namespace, "namespace", env("SB_NAMESPACE", ""), "Pulsar tenant/namespace; empty = public/default (SB_NAMESPACE)")
+	fs.StringVar(&o.sub, "subscription", env("SB_LOGIC_SUBSCRIPTION", "sb-logic"), "upstream Key_Shared subscription (SB_LOGIC_SUBSCRIPTION)")
+	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC address (SB_ROUTER_ADDR)")
+	fs.StringVar(&o.redis, "redis", env("SB_REDIS_ADDR", ""), "Redis for chat history (SB_REDIS_ADDR)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis (SB_REDIS_CLUSTER_ADDRS)")
+	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats (SB_LOGIC_ADMIN)")
+	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
+	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
+	fs.IntVar(&o.consumers, "consumers", 4, "upstream consumers in this replica (frames handled in parallel)")
+	fs.Float64Var(&o.rate, "rate", 50, "per-user frames per second over all types (burst 2x)")
+	fs.DurationVar(&o.batching, "batching-delay", 0, "Pulsar producer batching delay; 0 = the bus default (1ms), negative disables")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.pulsar == "" || o.router == "" {
+		return o, errors.New("logic: -pulsar and -router are required")
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parse(os.Args[1:])
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(2)
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(o.level))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, log); err != nil {
+		log.Error("logic: exit", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, BatchingDelay: o.batching, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	pres, err := client.New(client.Config{Addr: o.router, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer pres.Close()
+	store, closeStore, err := chatStore(o, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	var mods []string
+	if o.moderators != "" {
+		mods = strings.Split(o.moderators, ",")
+	}
+	rt, err := logic.New(logic.Config{
+		Bus: b, Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers,
+		Plugins: []logic.Plugin{
+			echo.Plugin{},
+			chat.New(chat.Config{Store: store}),
+			danmaku.New(danmaku.Config{Moderators: mods}),
+		},
+		Middleware: []logic.Middleware{logic.RateLimit(logic.RateLimitConfig{Rate: o.rate})},
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	admin, err := serveAdmin(o.admin, rt, log)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	log.Info("logic: running", "pulsar", o.pulsar, "router", o.router, "admin", o.admin)
+	runErr := make(chan error, 1)
+	go func() { runErr <- rt.Run(ctx) }()
+	select {
+	case err = <-runErr:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := rt.Shutdown(sctx); err != nil {
+		return err
+	}
+	return <-runErr
+}
+
+func chatStore(o options, log *slog.Logger) (chat.Store, func(), error) {
+	var c redis.UniversalClient
+	switch {
+	case o.redisCluster != "":
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(o.redisCluster, ",")})
+	case o.redis != "":
+		c = redis.NewClient(&redis.Options{Addr: o.redis})
+	default:
+		log.Warn("logic: no Redis configured: chat history is in memory, per replica")
+		return chat.NewMemoryStore(0, 0), func() {}, nil
+	}
+	s, err := chat.NewRedisStore(chat.RedisConfig{Client: c})
+	if err != nil {
+		_ = c.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = c.Close() }, nil
+}
+
+func serveAdmin(addr string, rt *logic.Runtime, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("logic: admin listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-rt.Ready():
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rt.Stats())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("logic: admin server", "err", err)
+		}
+	}()
+	return srv, nil
+}
