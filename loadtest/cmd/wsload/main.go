@@ -57,6 +57,7 @@ func run() int {
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")
 	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default danmaku.join)")
 	flag.StringVar(&cfg.SendType, "send-type", "", "frame type that sends to a room (default danmaku.send)")
+	flag.StringVar(&cfg.JWTSecret, "jwt-secret", os.Getenv("SB_JWT_SECRET"), "switchboard: sign HS256 tokens (sub = user) with this secret instead of ?user= (default $SB_JWT_SECRET)")
 	var restartCmd string
 	flag.StringVar(&restartCmd, "restart-cmd", "", "reconnect: shell command that restarts the target; its last stdout line may list the new pids")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file ('-' for stdout)")

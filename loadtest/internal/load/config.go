@@ -89,6 +89,8 @@ type Config struct {
 	// JoinType and SendType name the room routes (switchboard, naive). Empty means
 	// danmaku.join and danmaku.send.
 	JoinType, SendType string
+	// JWTSecret (switchboard): clients authenticate with HS256 tokens instead of ?user=.
+	JWTSecret string
 	// RunID prefixes user names. Empty means a value derived from the start time.
 	RunID string
 	// WorkerCommand is the program and leading arguments that run a worker; "-worker" is
@@ -232,5 +234,6 @@ type workerConfig struct {
 	Room        string        `json:"room"`
 	JoinType    string        `json:"join_type,omitempty"`
 	SendType    string        `json:"send_type,omitempty"`
+	JWTSecret   string        `json:"jwt_secret,omitempty"`
 	RunID       string        `json:"run_id"`
 }

@@ -23,6 +23,9 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Switchboard / naive frame types.
@@ -103,11 +106,14 @@ type Options struct {
 	JoinType string
 	// SendType is the frame type that sends to a room. Empty means danmaku.send.
 	SendType string
+	// JWTSecret, when set, makes Switchboard clients present an HS256 token (sub = the user,
+	// valid for a day) as ?token= instead of the dev ?user=, so handshakes include auth.
+	JWTSecret []byte
 }
 
 // For returns the adapter named name.
 func For(name string, o Options) (Adapter, error) {
-	sb := Switchboard{JoinType: o.JoinType, SendType: o.SendType}
+	sb := Switchboard{JoinType: o.JoinType, SendType: o.SendType, JWTSecret: o.JWTSecret}
 	switch name {
 	case "switchboard", "":
 		return sb, nil
@@ -124,15 +130,30 @@ func For(name string, o Options) (Adapter, error) {
 
 // Switchboard speaks client protocol v1 (JSON form). The zero value uses the danmaku routes.
 type Switchboard struct {
-	JoinType string // empty: danmaku.join
-	SendType string // empty: danmaku.send
+	JoinType  string // empty: danmaku.join
+	SendType  string // empty: danmaku.send
+	JWTSecret []byte // set: ?token=<HS256 JWT> instead of ?user=
 }
 
 var _ Adapter = Switchboard{}
 
 func (Switchboard) Name() string { return "switchboard" }
 
-func (Switchboard) URL(base, user string) (string, error) { return withQuery(base, "user", user) }
+func (s Switchboard) URL(base, user string) (string, error) {
+	if len(s.JWTSecret) == 0 {
+		return withQuery(base, "user", user)
+	}
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Subject:   user,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(24 * time.Hour)),
+	}).SignedString(s.JWTSecret)
+	if err != nil {
+		return "", fmt.Errorf("wire: sign token: %w", err)
+	}
+	return withQuery(base, "token", tok)
+}
 
 func (Switchboard) Connect(string, uint64) []byte { return nil }
 

@@ -2,8 +2,11 @@ package wire
 
 import (
 	"encoding/json"
+	"net/url"
 	"reflect"
 	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func parseAll(t *testing.T, a Adapter, msg string) []Event {
@@ -108,5 +111,27 @@ func TestCentrifugoParse(t *testing.T) {
 func TestForUnknown(t *testing.T) {
 	if _, err := For("mqtt", Options{}); err == nil {
 		t.Fatal("unknown protocol accepted")
+	}
+}
+
+func TestSwitchboardTokenURL(t *testing.T) {
+	secret := []byte("s3cret")
+	a, _ := For("switchboard", Options{JWTSecret: secret})
+	u, err := a.URL("ws://127.0.0.1:1/ws", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu, _ := url.Parse(u)
+	if pu.Query().Get("user") != "" {
+		t.Fatalf("dev user leaked into %s", u)
+	}
+	var claims jwt.RegisteredClaims
+	if _, err := jwt.ParseWithClaims(pu.Query().Get("token"), &claims, func(*jwt.Token) (any, error) { return secret, nil },
+		jwt.WithValidMethods([]string{"HS256"})); err != nil || claims.Subject != "alice" {
+		t.Fatalf("token: %v, sub %q", err, claims.Subject)
+	}
+	plain, _ := For("switchboard", Options{})
+	if u, _ := plain.URL("ws://127.0.0.1:1/ws", "bob"); u != "ws://127.0.0.1:1/ws?user=bob" {
+		t.Fatalf("dev url %s", u)
 	}
 }
