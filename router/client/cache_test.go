@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -143,4 +144,99 @@ func newClient(t testing.TB, srv *server.Server, cfg client.Config) *client.Clie
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// TestRouterRestart: the router goes away and comes back on the same address (a new
+// process, empty memory store). The client's Events channel stays open and delivers events
+// of the new router; the cache is dropped while the watch is down, so no answer of the old
+// router is served afterwards.
+func TestRouterRestart(t *testing.T) {
+	ctx := context.Background()
+	start := func(addr string) (*server.Server, func()) {
+		mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var srv *server.Server
+		waitFor(t, 5*time.Second, "listen", func() error {
+			srv, err = server.New(server.Config{Addr: addr, Store: mem})
+			return err
+		})
+		rctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = srv.Run(rctx) }()
+		return srv, func() { cancel(); <-done; _ = mem.Close() }
+	}
+	srv1, stop1 := start("127.0.0.1:0")
+	addr := srv1.Addr()
+	c, err := client.New(client.Config{Addr: addr, CacheTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	evCtx, evCancel := context.WithCancel(ctx)
+	defer evCancel()
+	evs, err := c.Events(evCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := c.Register(ctx, "e", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, "e", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 1, User: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-evs; ev.User != "alice" || ev.Kind != presence.EventUserOnline {
+		t.Fatalf("event %+v", ev)
+	}
+	waitFor(t, 5*time.Second, "alice cached", func() error {
+		if n := nconns(t, c, "alice"); n != 1 {
+			return fmt.Errorf("alice %d", n)
+		}
+		return nil
+	})
+	stop1()
+	if _, err := c.ResolveUsers(ctx, []string{"bob"}); !errors.Is(err, presence.ErrUnavailable) {
+		t.Fatalf("resolve while the router is down: %v, want ErrUnavailable", err)
+	}
+	_, stop2 := start(addr)
+	defer stop2()
+	// The new router knows nothing: alice must not come from the old router's cached answer.
+	waitFor(t, 5*time.Second, "cache dropped after restart", func() error {
+		m, err := c.ResolveUsers(ctx, []string{"alice"})
+		if err != nil {
+			return err
+		}
+		if len(m) != 0 {
+			return fmt.Errorf("alice still resolves: %v", m)
+		}
+		return nil
+	})
+	// The Events channel delivers the new router's events once re-subscribed. Events are
+	// at-most-once across the gap, so keep producing until one arrives.
+	ep2, err := c.Register(ctx, "e", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uint64(10)
+	waitFor(t, 5*time.Second, "event after restart", func() error {
+		id++
+		u := fmt.Sprintf("u%d", id)
+		if err := c.Apply(ctx, "e", ep2, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: u}}); err != nil {
+			return err
+		}
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				t.Fatal("Events channel closed by the restart")
+			}
+			if ev.Kind != presence.EventUserOnline {
+				return fmt.Errorf("event %+v", ev)
+			}
+			return nil
+		case <-time.After(100 * time.Millisecond):
+			return fmt.Errorf("no event yet")
+		}
+	})
 }

@@ -510,8 +510,15 @@ func (c *Client) watch(ctx context.Context) {
 		c.cache.invalidate(userKey(ev.User))
 		return true
 	}, func(up bool) {
-		c.cache.clear()
-		c.cache.up.Store(up)
+		// Going down: stop storing first, then drop what may miss invalidations. Going up:
+		// drop what was stored before the stream confirmed, then allow storing.
+		if up {
+			c.cache.clear()
+			c.cache.up.Store(true)
+		} else {
+			c.cache.up.Store(false)
+			c.cache.clear()
+		}
 	})
 }
 
