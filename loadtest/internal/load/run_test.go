@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -12,7 +13,19 @@ import (
 	"github.com/switchboard-io/switchboard/loadtest/internal/naivehub"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// workerEnv makes the test binary act as a forked wsload worker (see TestFanoutForkedWorkers).
+const workerEnv = "LOADTEST_AS_WORKER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(workerEnv) == "1" {
+		if err := RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // startHub runs a naive hub on port 0 until the test ends.
 func startHub(t *testing.T) string {
@@ -180,5 +193,26 @@ func TestReconnectAfterHubRestart(t *testing.T) {
 	}
 	if res.Latency.Count != 200 || res.AllConnectedMs <= 0 {
 		t.Errorf("reconnect latency n=%d, all-connected %.1f ms", res.Latency.Count, res.AllConnectedMs)
+	}
+}
+
+// TestFanoutForkedWorkers runs the workers as child processes (the test binary re-executed),
+// exercising the stdin/stdout protocol between the coordinator and its workers.
+func TestFanoutForkedWorkers(t *testing.T) {
+	t.Setenv(workerEnv, "1")
+	cfg := baseConfig(t, ScenarioFanout)
+	cfg.InProcess = false
+	cfg.WorkerCommand = []string{os.Args[0]}
+	cfg.Conns, cfg.PerWorker, cfg.Rate, cfg.Duration, cfg.Grace = 200, 120, 20, time.Second, 20*time.Second
+	res, err := Run(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(Summary(res))
+	if res.Workers != 2 || res.Connected != 201 || res.Failed != 0 {
+		t.Errorf("workers %d connected %d failed %d, want 2/201/0", res.Workers, res.Connected, res.Failed)
+	}
+	if res.Sent != 20 || res.Received != 20*200 || res.Latency.Count != res.Received {
+		t.Errorf("sent %d received %d (latency n=%d), want 20 and 4000", res.Sent, res.Received, res.Latency.Count)
 	}
 }
