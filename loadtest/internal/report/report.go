@@ -220,6 +220,22 @@ func barChart(rs []*load.Result, title, unit string, v func(*load.Result) float6
 	bc.Color = plotutil.Color(0)
 	p.Add(bc)
 	p.NominalX(labels...)
+	// The value above each bar, so the chart reads without the table.
+	xyl := plotter.XYLabels{XYs: make(plotter.XYs, len(vals)), Labels: make([]string, len(vals))}
+	for i, v := range vals {
+		xyl.XYs[i] = plotter.XY{X: float64(i), Y: v}
+		xyl.Labels[i] = fmt.Sprintf("%.0f", v)
+	}
+	lb, err := plotter.NewLabels(xyl)
+	if err != nil {
+		return nil, fmt.Errorf("report: %s: %w", title, err)
+	}
+	for i := range lb.TextStyle {
+		lb.TextStyle[i].XAlign = -0.5 // centred on the bar
+		lb.TextStyle[i].YAlign = 0    // above the value
+	}
+	p.Add(lb)
+	p.Y.Max *= 1.1
 	return p, nil
 }
 
