@@ -67,6 +67,15 @@ type Config struct {
 	// event-loop turn are still coalesced).
 	WriteCoalesce time.Duration
 
+	// Compression negotiates permessage-deflate (RFC 7692) with clients that offer it, with no
+	// context takeover in either direction: every message is compressed on its own, so a
+	// delivery is still compressed once and the same bytes go to every member, and no
+	// connection keeps a compression window. Zero means off.
+	Compression bool
+	// CompressionThreshold is the smallest delivery payload sent compressed; smaller ones (and
+	// acks, errors, control frames) go uncompressed. Zero means 256 bytes.
+	CompressionThreshold int
+
 	// PingInterval is how long a connection may be silent before the server pings it. Zero
 	// means 25s.
 	PingInterval time.Duration
@@ -205,6 +214,7 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.PresenceFlush, 20*time.Millisecond)
 	defi(&cfg.PresenceQueue, 65536)
 	defi(&cfg.HTTPWorkers, 64)
+	defi(&cfg.CompressionThreshold, 256)
 	if cfg.WriteCoalesce < 0 {
 		cfg.WriteCoalesce = 0
 	}

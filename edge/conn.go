@@ -32,6 +32,8 @@ const (
 	flagFailed                      // protocol failure: input is discarded until the TCP close
 	flagFrag                        // a fragmented message is being assembled
 	flagFragText                    // ... and it is a text message
+	flagDeflate                     // permessage-deflate was negotiated
+	flagFragZ                       // the fragmented message is compressed
 )
 
 // wsConn is one client connection. It is owned by its loop's goroutine: no field may be
@@ -169,6 +171,8 @@ func (l *loop) checkHeader(wc *wsConn, h *ws.Header) (protocol.CloseCode, string
 	switch {
 	case !h.Masked:
 		return protocol.CloseProtocolError, "unmasked frame"
+	case h.Rsv == rsv1 && wc.flags&flagDeflate != 0 && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary):
+		// RFC 7692: RSV1 on the first frame of a data message marks it compressed.
 	case h.Rsv != 0:
 		return protocol.CloseProtocolError, "reserved bits set"
 	}
@@ -211,13 +215,23 @@ func (l *loop) handleFrame(wc *wsConn, h *ws.Header, p []byte) {
 			return
 		}
 		text := h.OpCode == ws.OpText
+		z := h.Rsv == rsv1
 		if h.Fin {
+			if z {
+				var ok bool
+				if p, ok = l.inflate(wc, p); !ok {
+					return
+				}
+			}
 			l.onMessage(wc, text, p)
 			return
 		}
 		wc.flags |= flagFrag
 		if text {
 			wc.flags |= flagFragText
+		}
+		if z {
+			wc.flags |= flagFragZ
 		}
 		wc.msg = append(wc.msg[:0], p...)
 	case ws.OpContinuation:
@@ -229,9 +243,16 @@ func (l *loop) handleFrame(wc *wsConn, h *ws.Header, p []byte) {
 			return
 		}
 		text := wc.flags&flagFragText != 0
-		wc.flags &^= flagFrag | flagFragText
+		z := wc.flags&flagFragZ != 0
+		wc.flags &^= flagFrag | flagFragText | flagFragZ
 		msg := wc.msg
 		wc.msg = nil
+		if z {
+			var ok bool
+			if msg, ok = l.inflate(wc, msg); !ok {
+				return
+			}
+		}
 		l.onMessage(wc, text, msg)
 	}
 }
@@ -498,7 +519,7 @@ func (l *loop) closeWith(wc *wsConn, code uint16, reason string) {
 	l.s.countClose(code)
 	wc.state = connClosing
 	wc.msg = nil
-	wc.flags &^= flagFrag | flagFragText
+	wc.flags &^= flagFrag | flagFragText | flagFragZ
 	// Frames already pending go first, unless the connection is closed for being slow.
 	if code != uint16(protocol.CloseSlowConsumer) && wc.pend != 0 {
 		i := wc.pend - 1
@@ -545,7 +566,7 @@ func (l *loop) terminate(wc *wsConn, code uint16) {
 }
 
 // open completes an upgrade: the connection gets its id, joins the indexes and is announced.
-func (l *loop) open(wc *wsConn, user string, proto bool, meta map[string]string, exp time.Time) {
+func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[string]string, exp time.Time) {
 	s := l.s
 	l.seq++
 	wc.id = l.seq<<loopBits | uint64(l.idx)
@@ -553,6 +574,9 @@ func (l *loop) open(wc *wsConn, user string, proto bool, meta map[string]string,
 	wc.state = connOpen
 	if proto {
 		wc.flags |= flagProto
+	}
+	if deflate {
+		wc.flags |= flagDeflate
 	}
 	wc.lastSeen = l.now
 	wc.rateMs = l.nowMs

@@ -164,3 +164,31 @@ func TestBadFrameErrorThen4000(t *testing.T) {
 		t.Fatalf("close code %d, want 4000", code)
 	}
 }
+
+// TestWriteCoalescing: deliveries for one connection within WriteCoalesce leave in one write.
+func TestWriteCoalescing(t *testing.T) {
+	cfg := testConfig()
+	cfg.WriteCoalesce = 300 * time.Millisecond
+	s, l := newFakeLoop(t, cfg)
+	defer s.cancel()
+	_, fc := fakeOpen(l, "u", true)
+	before := fc.writes.Load()
+	for i := 0; i < 5; i++ {
+		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"u"}, Frame: deliver("d", fmt.Sprintf(`{"i":%d}`, i))}
+		if err := s.Dispatch(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if fc.writes.Load() == before {
+			return errors.New("nothing written")
+		}
+		return nil
+	})
+	if got := fc.writes.Load() - before; got != 1 {
+		t.Fatalf("%d writes for 5 coalesced deliveries, want 1", got)
+	}
+	if st := s.Stats(); st.Written != 5 {
+		t.Fatalf("written %d frames, want 5", st.Written)
+	}
+}

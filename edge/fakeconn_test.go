@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/panjf2000/gnet/v2"
@@ -16,6 +17,7 @@ type fakeConn struct {
 	out     []byte
 	keep    bool // record writes in out (false: count only)
 	written int
+	writes  atomic.Int64 // Write and Writev calls
 	ctx     any
 	closed  bool
 	el      *fakeLoop
@@ -43,6 +45,7 @@ func (f *fakeConn) OutboundBuffered() int { return 0 }
 
 func (f *fakeConn) Write(b []byte) (int, error) {
 	f.written += len(b)
+	f.writes.Add(1)
 	if f.keep {
 		f.out = append(f.out, b...)
 	}
@@ -55,6 +58,7 @@ func (f *fakeConn) Writev(bs [][]byte) (int, error) {
 		k, _ := f.Write(b)
 		n += k
 	}
+	f.writes.Add(1 - int64(len(bs)))
 	return n, nil
 }
 
@@ -104,6 +108,6 @@ func fakeOpen(l *loop, user string, keep bool) (*wsConn, *fakeConn) {
 	fc := &fakeConn{keep: keep}
 	l.accept(fc)
 	wc := fc.ctx.(*wsConn)
-	l.open(wc, user, false, nil, zeroTime)
+	l.open(wc, user, false, false, nil, zeroTime)
 	return wc, fc
 }

@@ -40,6 +40,8 @@ func fuzzSeeds() [][]byte {
 		frame(0xC1, []byte(`{}`), false),
 		frame(0x81, []byte{0xff}, false),
 		{0x81, 0xff, 0, 0, 0, 0, 0, 0, 0x10, 0, 1, 2, 3, 4},
+		frame(0xC1, []byte{0xaa, 0x56, 0x2a, 0xa9, 0x2c, 0x48, 0x55, 0xb2, 0x52, 0xaa, 0x50, 0xaa, 0x05, 0x00}, false),
+		frame(0xC1, []byte{0xff, 0xff}, false),
 		frame(0x8A, nil, false),
 		bytes.Repeat(frame(0x81, []byte(`{"type":"t","id":"i"}`), false), 30),
 	}
@@ -90,6 +92,7 @@ func FuzzConn(f *testing.F) {
 		cfg.MaxBadFrames = 3
 		cfg.RateLimit = 5
 		cfg.Publisher = pub
+		cfg.Compression = true
 		s, l := newFakeLoop(t, cfg)
 		defer s.cancel()
 		fc := &fakeConn{keep: true}
@@ -98,6 +101,9 @@ func FuzzConn(f *testing.F) {
 		sub := ""
 		if proto {
 			sub = "Sec-WebSocket-Protocol: switchboard.v1.proto\r\n"
+		}
+		if chunk&1 == 1 {
+			sub += "Sec-WebSocket-Extensions: permessage-deflate\r\n"
 		}
 		fc.in = append(fc.in, "GET /ws?user=f HTTP/1.1\r\nHost: e\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"+sub+"\r\n"...)

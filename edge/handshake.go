@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/switchboard-io/switchboard/protocol"
@@ -65,6 +66,16 @@ func (l *loop) initUpgrader() {
 		OnRequest:       l.hsRequest,
 		OnHeader:        l.hsHeader,
 		OnBeforeUpgrade: l.hsBefore,
+	}
+	if l.s.cfg.Compression {
+		// No context takeover either way: every message is compressed on its own, so a
+		// delivery is compressed once for all members and no connection keeps a window.
+		l.flateExt = &wsflate.Extension{Parameters: wsflate.Parameters{
+			ServerNoContextTakeover: true,
+			ClientNoContextTakeover: true,
+			ServerMaxWindowBits:     15,
+		}}
+		l.upg.Negotiate = l.flateExt.Negotiate
 	}
 }
 
@@ -198,6 +209,9 @@ func (l *loop) handshake(wc *wsConn) {
 		}
 	}
 	l.hs = hsState{}
+	if l.flateExt != nil {
+		l.flateExt.Reset()
+	}
 	io := &l.hsio
 	io.r, io.w = req, io.w[:0]
 	hs, err := l.upg.Upgrade(io)
@@ -227,7 +241,11 @@ func (l *loop) handshake(wc *wsConn) {
 	if l.hs.xff != "" {
 		meta["forwarded_for"] = l.hs.xff
 	}
-	l.open(wc, l.hs.user, hs.Protocol == protocol.SubprotocolProtobuf, meta, l.hs.exp)
+	deflate := false
+	if l.flateExt != nil {
+		_, deflate = l.flateExt.Accepted()
+	}
+	l.open(wc, l.hs.user, hs.Protocol == protocol.SubprotocolProtobuf, deflate, meta, l.hs.exp)
 	l.hs = hsState{}
 }
 

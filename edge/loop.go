@@ -2,11 +2,13 @@ package edge
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/switchboard-io/switchboard/protocol"
@@ -69,27 +71,31 @@ type loop struct {
 	timer     *time.Timer // WriteCoalesce > 0: delays the drain of the queue
 
 	// Owned by the loop goroutine.
-	spare   []task
-	conns   map[uint64]*wsConn
-	users   map[string]*wsConn // head of a chain through wsConn.nextUser
-	rooms   map[string]*room
-	seq     uint64
-	wheel   []*wsConn
-	now     uint32 // wheel time in ticks
-	nowMs   uint32 // milliseconds since server start, refreshed per OnTraffic and tick
-	ticks   struct{ ping, idle, hs, close uint32 }
-	pconns  []*wsConn  // connections with pending (coalesced) writes this turn
-	pvecs   [][][]byte // their pending frames
-	pbytes  []int
-	wbuf    []byte // scratch for control and reply frames
-	cbuf    []byte // scratch for close frames
-	frame   protocol.Frame
-	hs      hsState
-	upg     ws.Upgrader
-	hsio    hsConn
-	drainOn bool
-	drain   drainState
-	rng     *rand.Rand
+	spare    []task
+	conns    map[uint64]*wsConn
+	users    map[string]*wsConn // head of a chain through wsConn.nextUser
+	rooms    map[string]*room
+	seq      uint64
+	wheel    []*wsConn
+	now      uint32 // wheel time in ticks
+	nowMs    uint32 // milliseconds since server start, refreshed per OnTraffic and tick
+	ticks    struct{ ping, idle, hs, close uint32 }
+	pconns   []*wsConn  // connections with pending (coalesced) writes this turn
+	pvecs    [][][]byte // their pending frames
+	pbytes   []int
+	wbuf     []byte // scratch for control and reply frames
+	cbuf     []byte // scratch for close frames
+	frame    protocol.Frame
+	flateExt *wsflate.Extension // Compression: negotiation state of the current handshake
+	zr       io.ReadCloser      // Compression: inflater, reset per message
+	zin      []byte
+	zout     []byte
+	hs       hsState
+	upg      ws.Upgrader
+	hsio     hsConn
+	drainOn  bool
+	drain    drainState
+	rng      *rand.Rand
 }
 
 type drainState struct {
@@ -293,7 +299,19 @@ func (l *loop) deliver(t *task) {
 func (e *encoded) of(wc *wsConn) []byte {
 	if wc.flags&flagProto != 0 {
 		e.once.Do(func() { e.proto = encodeServerFrame(nil, protocol.Protobuf, e.f) })
+		if wc.flags&flagDeflate != 0 && len(e.proto) >= e.threshold {
+			e.zprotoOne.Do(func() { e.zproto = compressFrame(e.proto) })
+			if e.zproto != nil {
+				return e.zproto
+			}
+		}
 		return e.proto
+	}
+	if wc.flags&flagDeflate != 0 && len(e.json) >= e.threshold {
+		e.zjsonOnce.Do(func() { e.zjson = compressFrame(e.json) })
+		if e.zjson != nil {
+			return e.zjson
+		}
 	}
 	return e.json
 }

@@ -503,17 +503,22 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 	return nil
 }
 
-// encoded holds a delivery's WebSocket frame, once per codec (nil when no connection uses it).
-// The JSON form is encoded at once; the protobuf form on first use by any loop.
+// encoded holds a delivery's WebSocket frame, once per codec and compression (nil when no
+// connection uses it). The JSON form is encoded at once; the others on first use by any loop.
 type encoded struct {
-	f     *protocol.ServerFrame
-	json  []byte
-	once  sync.Once
-	proto []byte
+	f         *protocol.ServerFrame
+	json      []byte
+	once      sync.Once
+	proto     []byte
+	zjsonOnce sync.Once
+	zjson     []byte
+	zprotoOne sync.Once
+	zproto    []byte
+	threshold int
 }
 
 func (s *Server) encodeDelivery(f *protocol.ServerFrame) *encoded {
-	return &encoded{f: f, json: encodeServerFrame(nil, protocol.JSON, f)}
+	return &encoded{f: f, json: encodeServerFrame(nil, protocol.JSON, f), threshold: s.cfg.CompressionThreshold}
 }
 
 // encodeServerFrame appends a complete WebSocket frame carrying f in codec's form.
