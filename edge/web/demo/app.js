@@ -119,14 +119,15 @@ function fly(item) {
   const W = layer.clientWidth;
   const w = el.offsetWidth;
   const laneH = 34;
-  const nLanes = Math.max(1, Math.floor((layer.clientHeight - 20) / laneH));
+  const top = 50; // below the LIVE and viewers badges
+  const nLanes = Math.max(1, Math.floor((layer.clientHeight * 0.72 - top) / laneH)); // keep the hills clear
   const now = performance.now();
   const speed = (W + w) / 7000; // px per ms: ~7 s across
   let lane = 0;
   for (; lane < nLanes; lane++) if (!lanes[lane] || lanes[lane] <= now) break;
   if (lane === nLanes) lane = Math.floor(Math.random() * nLanes);
   lanes[lane] = now + (w + 24) / speed;
-  el.style.top = `${10 + lane * laneH}px`;
+  el.style.top = `${top + lane * laneH}px`;
   const anim = el.animate([{ transform: `translateX(${W}px)` }, { transform: `translateX(${-w - 10}px)` }],
     { duration: (W + w) / speed, easing: 'linear' });
   anim.onfinish = () => el.remove();
@@ -167,7 +168,7 @@ $('danmaku-form').onsubmit = (e) => {
   $('danmaku-text').value = '';
   sendDanmaku(text);
 };
-const CHEERS = ['666', 'gg!', 'so good', '🔥🔥🔥', 'again!', 'hello from ' + me, '(ﾉ◕ヮ◕)ﾉ*:･ﾟ✧', 'clip it'];
+const CHEERS = ['666', 'gg!', 'so good', '🔥🔥🔥', 'again!', 'hello from ' + me, 'clutch!', 'clip it'];
 $('cheer').onclick = async () => {
   for (let i = 0; i < 5; i++) {
     sendDanmaku(CHEERS[Math.floor(Math.random() * CHEERS.length)]);

@@ -125,7 +125,16 @@ try {
     await pageB.click('#cheer');
     await pageA.fill('[data-testid=danmaku-input]', 'Switchboard: one frame per edge, fanout at the edge');
     await pageA.click('[data-testid=danmaku-send]');
-    await pageB.waitForFunction(() => document.querySelectorAll('#danmaku .bullet').length >= 4);
+    try {
+      await pageB.waitForFunction(() => document.querySelectorAll('#danmaku .bullet').length >= 3, undefined, { polling: 50 });
+    } catch (err) {
+      const seen = await pageB.evaluate(() => ({
+        bullets: [...document.querySelectorAll('#danmaku .bullet')].map((e) => e.textContent),
+        toasts: [...document.querySelectorAll('.toast')].map((e) => e.textContent),
+        stats: document.getElementById('stats').textContent,
+      }));
+      throw new Error(`${err.message.split('\n')[0]}; bob's page: ${JSON.stringify(seen)}`);
+    }
     await pageA.waitForTimeout(900); // let them fly into view: a picture, not a synchronisation
     await pageA.screenshot({ path: path.join(outDir, 'browser-alice.png') });
     await pageB.screenshot({ path: path.join(outDir, 'browser-bob.png') });
