@@ -62,7 +62,12 @@ import (
 // the user/room index may miss or keep entries of that batch until the edge's next Sync or
 // reap (entries of dead epochs are still filtered at read time). User events are
 // at-most-once per subscriber (pub/sub); after a FLUSHALL the online events fire again when
-// edges re-sync, without offline events before them.
+// edges re-sync, without offline events before them. Counts.Users is a counter moved by the
+// online/offline transitions: a loss that is not atomic across the keys (a failover that
+// drops the last writes of one master, a FLUSHALL of some Cluster masters only, racing the
+// edges' re-syncs) can leave it off by the users whose transitions were lost, until the
+// counter itself is lost too; user resolution, room routing and Counts.Connections/PerEdge
+// are not affected (they are re-derived from the edges' Syncs).
 type RedisStore struct {
 	cfg RedisConfig
 	c   redis.UniversalClient
