@@ -9,8 +9,9 @@
 # Targets (each started fresh per scenario on its own port, measured by pid, then stopped):
 #   switchboard          embedded Switchboard: $SWITCHBOARD_CMD, or a binary built from
 #                        ./edge/cmd/switchboard; listens on $SWITCHBOARD_URL (ws://127.0.0.1:18080/ws)
-#   switchboard-cluster  an already running `make cluster`: $SWITCHBOARD_CLUSTER_URLS (comma
-#                        separated edge ws URLs) and $SWITCHBOARD_CLUSTER_PIDS (edge pids)
+#   switchboard-cluster  an already running `make cluster` (found through its pid files in
+#                        .run/cluster; HS256 tokens from its jwt.secret), or the edges given by
+#                        $SWITCHBOARD_CLUSTER_URLS and $SWITCHBOARD_CLUSTER_PIDS (comma-separated)
 #   centrifugo           Centrifugo v5.4.9, memory engine (built by tools/centrifugo/build.sh)
 #   centrifugo-redis     Centrifugo v5.4.9, Redis engine on $SB_REDIS_ADDR (.run/env)
 #   hub                  the naive gorilla/websocket hub (cmd/hub)
@@ -36,8 +37,9 @@ RECONNECT_CONNS=3000
 HOLD=15s
 OUT=""
 EXTRA=()
+CLUSTER_ARGS=()
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --targets) TARGETS="$2"; shift 2 ;;
@@ -167,11 +169,25 @@ start_target() {
       # shellcheck disable=SC2086
       launch $cmd ;;
     switchboard-cluster)
-      if [ -z "${SWITCHBOARD_CLUSTER_URLS:-}" ] || [ -z "${SWITCHBOARD_CLUSTER_PIDS:-}" ]; then
-        say "skip switchboard-cluster: start \`make cluster\` and set SWITCHBOARD_CLUSTER_URLS and SWITCHBOARD_CLUSTER_PIDS"
+      URLS="${SWITCHBOARD_CLUSTER_URLS:-}"; PIDS="${SWITCHBOARD_CLUSTER_PIDS:-}"
+      CLUSTER_ARGS=()
+      local cdir="${SB_STATE_DIR:-$ROOT/.run}/cluster"
+      if [ -z "$URLS" ] && ls "$cdir"/edge*.pid >/dev/null 2>&1; then
+        # a running `make cluster`: its edges (deploy/local/cluster.sh), measured by pid
+        local f i p
+        for f in "$cdir"/edge*.pid; do
+          i="${f##*/edge}"; i="${i%.pid}"; p="$(tr -dc '0-9' < "$f")"
+          [ -n "$p" ] && kill -0 "$p" 2>/dev/null || continue
+          URLS="${URLS:+$URLS,}ws://127.0.0.1:$(( ${SB_EDGE_BASE_PORT:-9100} + i ))/ws"
+          PIDS="${PIDS:+$PIDS,}$p"
+        done
+        [ -s "$cdir/jwt.secret" ] && CLUSTER_ARGS=(-jwt-secret "$(cat "$cdir/jwt.secret")")
+      fi
+      if [ -z "$URLS" ] || [ -z "$PIDS" ]; then
+        say "skip switchboard-cluster: no running \`make cluster\` found (or set SWITCHBOARD_CLUSTER_URLS and SWITCHBOARD_CLUSTER_PIDS)"
         return 1
       fi
-      URLS="$SWITCHBOARD_CLUSTER_URLS"; PIDS="$SWITCHBOARD_CLUSTER_PIDS"; PROTO=switchboard; PID=""
+      PROTO=switchboard; PID=""
       rm -f "$WORK/restart.sh"
       [ -n "${SWITCHBOARD_CLUSTER_RESTART_CMD:-}" ] && printf '#!/bin/sh\n%s\n' "$SWITCHBOARD_CLUSTER_RESTART_CMD" > "$WORK/restart.sh" && chmod +x "$WORK/restart.sh"
       return 0 ;;
@@ -262,9 +278,11 @@ for t in "${TLIST[@]}"; do
         args=(-conns "$RECONNECT_CONNS" -hold 30s -restart-cmd "$WORK/restart.sh") ;;
       *) say "unknown scenario $s"; stop_target; continue ;;
     esac
+    [ "$t" = switchboard-cluster ] && args+=("${CLUSTER_ARGS[@]}")
     cmdline=(wsload -scenario "$s" -protocol "$PROTO" -label "$t" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")
-    say "${cmdline[*]}"
-    echo "    ${cmdline[*]}" >> "$META"
+    shown="$(echo "${cmdline[*]}" | sed 's/-jwt-secret [^ ]*/-jwt-secret <cluster secret>/')"
+    say "$shown"
+    echo "    $shown" >> "$META"
     if ! (cd "$OUT" && "$WSLOAD" "${cmdline[@]:1}" 2>&1 | tee -a "$LOG" | grep -v '^\[' >&2); then
       say "$t/$s failed (see $LOG)"
     fi
