@@ -18,8 +18,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/logic/plugins/chat"
+	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
 	"github.com/switchboard-io/switchboard/protocol"
+	"github.com/switchboard-io/switchboard/router/client"
 	"github.com/switchboard-io/switchboard/router/presence"
 	"github.com/switchboard-io/switchboard/router/server"
 )
@@ -106,33 +110,7 @@ func TestEdgeBinaryOverPulsarAndRouter(t *testing.T) {
 	t.Setenv("SB_JWT_SECRET", "it-secret")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pr, pw := io.Pipe()
-	errc := make(chan error, 1)
-	go func() {
-		err := run(ctx, []string{"-addr", "127.0.0.1:0", "-id", edgeID, "-pulsar", pulsarURL, "-namespace", ns,
-			"-router", rs.Addr(), "-dev-tokens", "-demo", "-drain", "300ms", "-move-jitter", "100ms"}, pw, io.Discard)
-		pw.Close()
-		errc <- err
-	}()
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			select {
-			case line <- sc.Text():
-			default:
-			}
-		}
-	}()
-	var wsURL string
-	select {
-	case l := <-line:
-		wsURL = regexp.MustCompile(`ws://\S+`).FindString(l)
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the edge printed no address within 60s")
-	}
+	wsURL, errc := startEdge(t, ctx, edgeID, pulsarURL, ns, rs.Addr())
 	httpBase := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
 
 	res, err := http.Get(httpBase + "/auth/dev-token?user=alice")
@@ -216,5 +194,167 @@ func TestEdgeBinaryOverPulsarAndRouter(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("run did not return after the drain")
+	}
+}
+
+// startEdge runs the binary's run() (with SB_JWT_SECRET from the environment) and returns its
+// WebSocket URL and the channel run's result arrives on.
+func startEdge(t *testing.T, ctx context.Context, id, pulsarURL, ns, router string) (string, <-chan error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		err := run(ctx, []string{"-addr", "127.0.0.1:0", "-id", id, "-pulsar", pulsarURL, "-namespace", ns,
+			"-router", router, "-dev-tokens", "-demo", "-drain", "300ms", "-move-jitter", "100ms"}, pw, io.Discard)
+		pw.Close()
+		errc <- err
+	}()
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			select {
+			case line <- sc.Text():
+			default:
+			}
+		}
+	}()
+	select {
+	case l := <-line:
+		return regexp.MustCompile(`ws://\S+`).FindString(l), errc
+	case err := <-errc:
+		t.Fatalf("run: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the edge printed no address within 60s")
+	}
+	return "", nil
+}
+
+// startRouter serves an in-memory presence store over gRPC until the test ends.
+func startRouter(t *testing.T) (*presence.MemoryStore, string) {
+	t.Helper()
+	store, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := server.New(server.Config{Addr: "127.0.0.1:0", Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rs.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	return store, rs.Addr()
+}
+
+// dial connects user with a dev token from the edge's issuer and reads the welcome.
+func dial(t *testing.T, wsURL, user string) *websocket.Conn {
+	t.Helper()
+	httpBase := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws")
+	res, err := http.Get(httpBase + "/auth/dev-token?user=" + user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	_ = json.NewDecoder(res.Body).Decode(&tok)
+	res.Body.Close()
+	c, _, err := websocket.DefaultDialer.Dial(wsURL+"?token="+tok.Token, nil)
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", wsURL, user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	var w frame
+	if err := c.ReadJSON(&w); err != nil || w.Type != protocol.TypeWelcome {
+		t.Fatalf("welcome: %+v %v", w, err)
+	}
+	return c
+}
+
+// readUntil reads frames until one of type typ with the given id ("" = any) arrives.
+func readUntil(t *testing.T, c *websocket.Conn, typ, id string) frame {
+	t.Helper()
+	for {
+		var f frame
+		if err := c.ReadJSON(&f); err != nil {
+			t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		if f.Type == protocol.TypeError {
+			t.Fatalf("error frame while waiting for %s: %+v", typ, f)
+		}
+		if f.Type == typ && (id == "" || f.ID == id) {
+			return f
+		}
+	}
+}
+
+// TestTwoEdgesChatAndDanmakuAcrossPulsar is the cluster's path with the real binaries' wiring:
+// two edges (run()), the router, and a logic runtime with the chat and danmaku plugins, all over
+// the real Pulsar broker. A 1:1 chat message from a client on edge 1 reaches the recipient on
+// edge 2, and a danmaku reaches room members on both edges.
+func TestTwoEdgesChatAndDanmakuAcrossPulsar(t *testing.T) {
+	pulsarURL := need(t, "SB_PULSAR_URL")
+	ns := namespace(t, need(t, "SB_PULSAR_ADMIN_URL"))
+	_, routerAddr := startRouter(t)
+	t.Setenv("SB_JWT_SECRET", "it-secret")
+	tag := rand.Uint32()
+
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: pulsarURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rc, err := client.New(client.Config{Addr: routerAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	rt, err := logic.New(logic.Config{Bus: b, Presence: rc, Namespace: ns,
+		Plugins: []logic.Plugin{chat.New(chat.Config{Store: chat.NewMemoryStore(0, 0)}), danmaku.New(danmaku.Config{})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, lcancel := context.WithCancel(context.Background())
+	ldone := make(chan error, 1)
+	go func() { ldone <- rt.Run(lctx) }()
+	defer func() { lcancel(); <-ldone }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ws1, errc1 := startEdge(t, ctx, fmt.Sprintf("edge-a-%d", tag), pulsarURL, ns, routerAddr)
+	ws2, errc2 := startEdge(t, ctx, fmt.Sprintf("edge-b-%d", tag), pulsarURL, ns, routerAddr)
+	defer func() { cancel(); <-errc1; <-errc2 }()
+
+	alice := dial(t, ws1, "alice")
+	bob := dial(t, ws2, "bob")
+
+	send := func(c *websocket.Conn, s string) {
+		t.Helper()
+		if err := c.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(alice, `{"type":"chat.send","id":"c1","data":{"to":"bob","text":"across edges","cmid":"m1"}}`)
+	readUntil(t, alice, "ack", "c1")
+	reply := readUntil(t, alice, "chat.send", "c1")
+	got := readUntil(t, bob, "chat.msg", "")
+	var m struct {
+		Conv, From, Text string
+		Seq              uint64
+	}
+	if err := json.Unmarshal(got.Data, &m); err != nil || m.From != "alice" || m.Text != "across edges" || m.Seq != 1 {
+		t.Fatalf("bob got %s (%v); alice's reply %s", got.Data, err, reply.Data)
+	}
+
+	for _, c := range []*websocket.Conn{alice, bob} {
+		send(c, `{"type":"room.join","id":"j1","data":{"room":"live"}}`)
+		readUntil(t, c, "room.join", "j1")
+	}
+	send(alice, `{"type":"danmaku.send","id":"d1","data":{"room":"live","text":"666"}}`)
+	for _, c := range []*websocket.Conn{alice, bob} {
+		f := readUntil(t, c, "danmaku", "")
+		if !strings.Contains(string(f.Data), `"text":"666"`) {
+			t.Fatalf("danmaku %s", f.Data)
+		}
 	}
 }
