@@ -258,3 +258,27 @@ test('unit: an acked request whose connection drops rejects with EDROPPED', asyn
   edge.cut();
   await rejected;
 });
+
+test('unit: 4001 token expired: a token function is called again and the client reconnects', async (t) => {
+  let n = 0;
+  const { edge, sb } = await setup(t, 'x', { token: () => `t${++n}` });
+  const auth = [];
+  sb.on('auth', (e) => auth.push(e.code));
+  assert.equal((await sb.connect()).user, 'tok:t1');
+  const again = next(sb, 'welcome');
+  edge.closeAll(CloseCodes.TokenExpired, 'token expired');
+  assert.equal((await again).user, 'tok:t2', 'reconnected with a fresh token');
+  assert.deepEqual(auth, [CloseCodes.TokenExpired]);
+});
+
+test('unit: 4001 with a fixed token stops; setToken reconnects', async (t) => {
+  const { edge, sb } = await setup(t, 'x', { token: 'old' });
+  await sb.connect();
+  const closed = next(sb, 'close');
+  edge.closeAll(CloseCodes.TokenExpired, 'token expired');
+  assert.equal((await closed).willReconnect, false);
+  assert.equal(sb.state, States.Offline);
+  const again = next(sb, 'welcome');
+  sb.setToken('new');
+  assert.equal((await again).user, 'tok:new');
+});
