@@ -62,6 +62,11 @@ type Config struct {
 	// MaxOutboundBytes bounds a connection's unsent bytes; a reader that falls further behind
 	// is closed with 4002 (protocol.CloseSlowConsumer). Zero means 1 MiB.
 	MaxOutboundBytes int
+	// ShedBytes is the backlog above which a connection stops receiving sheddable deliveries
+	// (protocol.PriorityNormal, e.g. ordinary danmaku) instead of growing toward
+	// MaxOutboundBytes; privileged classes (echo, paid, moderator, system) are never shed.
+	// Zero means MaxOutboundBytes/2.
+	ShedBytes int
 	// WriteCoalesce is how long deliveries are held so that consecutive frames for one
 	// connection leave in one writev. Zero means write at once (frames handled in the same
 	// event-loop turn are still coalesced).
@@ -191,6 +196,7 @@ func (c *Config) withDefaults() (Config, error) {
 	defi(&cfg.MaxFrameSize, 64<<10)
 	defi(&cfg.MaxMessageSize, 64<<10)
 	defi(&cfg.MaxOutboundBytes, 1<<20)
+	defi(&cfg.ShedBytes, cfg.MaxOutboundBytes/2)
 	def(&cfg.PingInterval, 25*time.Second)
 	def(&cfg.IdleTimeout, 2*cfg.PingInterval+5*time.Second)
 	if cfg.IdleTimeout <= cfg.PingInterval {

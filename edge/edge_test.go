@@ -192,3 +192,38 @@ func TestWriteCoalescing(t *testing.T) {
 		t.Fatalf("written %d frames, want 5", st.Written)
 	}
 }
+
+// TestLoadShedding: a backlogged connection misses sheddable deliveries but still gets
+// privileged ones, until it is over MaxOutboundBytes (4002).
+func TestLoadShedding(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxOutboundBytes = 1000
+	cfg.ShedBytes = 100
+	s, l := newFakeLoop(t, cfg)
+	defer s.cancel()
+	wc, fc := fakeOpen(l, "u", true)
+	send := func(p protocol.Priority) {
+		t.Helper()
+		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"u"}, Priority: p, Frame: deliver("d", `{}`)}
+		if err := s.Dispatch(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fc.backlog = 500
+	w := fc.writes.Load()
+	send(protocol.PriorityNormal)
+	if fc.writes.Load() != w || s.Stats().Shed != 1 {
+		t.Fatalf("normal delivery not shed: writes %d, stats %+v", fc.writes.Load()-w, s.Stats())
+	}
+	for _, p := range []protocol.Priority{protocol.PriorityEcho, protocol.PriorityPaid, protocol.PriorityModerator, protocol.PrioritySystem} {
+		send(p)
+	}
+	if got := fc.writes.Load() - w; got != 4 {
+		t.Fatalf("%d privileged deliveries written, want 4", got)
+	}
+	fc.backlog = 1000
+	send(protocol.PriorityPaid)
+	if wc.state != connClosing || s.Stats().Closes[uint16(protocol.CloseSlowConsumer)] != 1 {
+		t.Fatalf("not closed as slow: state %d", wc.state)
+	}
+}

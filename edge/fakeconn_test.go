@@ -18,6 +18,7 @@ type fakeConn struct {
 	keep    bool // record writes in out (false: count only)
 	written int
 	writes  atomic.Int64 // Write and Writev calls
+	backlog int          // what OutboundBuffered reports
 	ctx     any
 	closed  bool
 	el      *fakeLoop
@@ -41,7 +42,7 @@ func (f *fakeConn) Discard(n int) (int, error) {
 }
 
 func (f *fakeConn) InboundBuffered() int  { return len(f.in) }
-func (f *fakeConn) OutboundBuffered() int { return 0 }
+func (f *fakeConn) OutboundBuffered() int { return f.backlog }
 
 func (f *fakeConn) Write(b []byte) (int, error) {
 	f.written += len(b)

@@ -259,41 +259,62 @@ func (l *loop) forTargets(d *protocol.Downstream, fn func(*wsConn)) {
 }
 
 // deliver queues the delivery's bytes for every local target. The hot path: no allocation
-// per recipient.
+// per recipient. A sheddable delivery (protocol.PriorityNormal) is skipped for a connection
+// whose backlog is over ShedBytes; other classes always go out (and a connection over
+// MaxOutboundBytes is closed with 4002 by flush).
 func (l *loop) deliver(t *task) {
 	d := t.d
-	switch d.Target {
-	case protocol.TargetRoom:
-		r := l.rooms[d.Room]
-		if r == nil {
+	shedAt := -1
+	if d.Priority.Sheddable() {
+		shedAt = l.s.cfg.ShedBytes
+	}
+	shed := 0
+	one := func(wc *wsConn) {
+		if wc.state != connOpen || wc.id == d.ExcludeConn {
 			return
 		}
-		for _, wc := range r.members {
-			if wc.state == connOpen && wc.id != d.ExcludeConn {
-				l.queueWrite(wc, t.frames.of(wc))
+		if shedAt >= 0 && l.backlog(wc) > shedAt {
+			shed++
+			return
+		}
+		l.queueWrite(wc, t.frames.of(wc))
+	}
+	switch d.Target {
+	case protocol.TargetRoom:
+		if r := l.rooms[d.Room]; r != nil {
+			for _, wc := range r.members {
+				one(wc)
 			}
 		}
 	case protocol.TargetConns:
 		for _, id := range d.Conns {
-			if wc := l.conns[id]; wc != nil && wc.state == connOpen && wc.id != d.ExcludeConn {
-				l.queueWrite(wc, t.frames.of(wc))
+			if wc := l.conns[id]; wc != nil {
+				one(wc)
 			}
 		}
 	case protocol.TargetUsers:
 		for _, u := range d.Users {
 			for wc := l.users[u]; wc != nil; wc = wc.nextUser {
-				if wc.state == connOpen && wc.id != d.ExcludeConn {
-					l.queueWrite(wc, t.frames.of(wc))
-				}
+				one(wc)
 			}
 		}
 	case protocol.TargetAll:
 		for _, wc := range l.conns {
-			if wc.state == connOpen && wc.id != d.ExcludeConn {
-				l.queueWrite(wc, t.frames.of(wc))
-			}
+			one(wc)
 		}
 	}
+	if shed > 0 {
+		l.s.shed.Add(uint64(shed))
+	}
+}
+
+// backlog is wc's unsent bytes: gnet's outbound buffer plus what is queued this turn.
+func (l *loop) backlog(wc *wsConn) int {
+	n := wc.c.OutboundBuffered()
+	if wc.pend != 0 {
+		n += l.pbytes[wc.pend-1]
+	}
+	return n
 }
 
 func (e *encoded) of(wc *wsConn) []byte {

@@ -91,6 +91,7 @@ type Server struct {
 	acks       atomic.Uint64
 	pubErrors  atomic.Uint64
 	written    atomic.Uint64
+	shed       atomic.Uint64
 	rejected   atomic.Uint64
 	hsTimeouts atomic.Uint64
 
@@ -164,6 +165,7 @@ type Stats struct {
 	Acks       uint64            // acks sent
 	PubErrors  uint64            // Publish completions with an error
 	Written    uint64            // frames written by fanout (per connection)
+	Shed       uint64            // sheddable deliveries skipped for backlogged connections
 	Rejected   uint64            // handshakes answered with an HTTP error
 	HSTimeouts uint64            // connections dropped by the handshake timeout
 	Epoch      uint64            // current epoch
@@ -179,7 +181,7 @@ func (s *Server) Stats() Stats {
 	s.closeMu.Unlock()
 	return Stats{Conns: s.conns.Load(), Open: s.open.Load(), Closes: m,
 		Downstream: s.downstream.Load(), Frames: s.frames.Load(), Upstream: s.upstream.Load(),
-		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(),
+		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
 		Rejected: s.rejected.Load(), HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load()}
 }
 
