@@ -205,7 +205,7 @@ func TestSlowConsumer4002(t *testing.T) {
 	payload := `{"p":"` + strings.Repeat("x", 32<<10) + `"}`
 	// Never read until the edge gave up on us.
 	checkFor(t, 20*time.Second, func() error {
-		down(t, s, &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"slow"}, Frame: deliver("d", payload)})
+		down(t, s, &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"slow"}, Priority: protocol.PriorityPaid, Frame: deliver("d", payload)})
 		if s.Stats().Closes[uint16(protocol.CloseSlowConsumer)] == 0 {
 			return fmt.Errorf("not closed yet")
 		}
