@@ -67,7 +67,13 @@ func (p *pending) wait() error {
 func (s *Sender) publish(ctx context.Context, topic, key string, d *protocol.Downstream) error {
 	d.Traceparent = s.tp
 	d.TimeUnixNano = s.at
-	m := bus.Message{Key: key, Payload: protocol.AppendDownstream(nil, d)}
+	return s.publishRaw(ctx, topic, key, protocol.AppendDownstream(nil, d))
+}
+
+// publishRaw publishes an encoded envelope. payload may be shared by several publishes: nobody
+// modifies it after encoding.
+func (s *Sender) publishRaw(ctx context.Context, topic, key string, payload []byte) error {
+	m := bus.Message{Key: key, Payload: payload}
 	if s.tp != "" {
 		m.Props = map[string]string{protocol.PropTraceparent: s.tp}
 	}
@@ -176,16 +182,31 @@ func exclude(c Conn, edge string, epoch uint64) uint64 {
 	return 0
 }
 
-// ToRoom delivers o to every member of room: one envelope per edge holding members.
+// ToRoom delivers o to every member of room: one envelope per edge holding members. The
+// envelope is encoded once and the same bytes go to every edge (the sender's edge, which must
+// skip the sender's connection, gets its own encoding).
 func (s *Sender) ToRoom(ctx context.Context, room string, o Out) error {
 	edges, err := s.rt.cfg.Presence.RoomEdges(ctx, room)
 	if err != nil {
 		return Transient(fmt.Errorf("logic: room %s edges: %w", room, err))
 	}
+	if len(edges) == 0 {
+		return nil
+	}
+	d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetRoom, Room: room,
+		Frame: o.Frame, Priority: o.Priority, Traceparent: s.tp, TimeUnixNano: s.at}
+	var shared []byte
 	for _, e := range edges {
-		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetRoom, Room: room,
-			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, e.Edge, e.Epoch)}
-		if err := s.publish(ctx, s.edgeTopic(e.Edge), room, d); err != nil {
+		payload := shared
+		if x := exclude(o.Exclude, e.Edge, e.Epoch); x != 0 {
+			d.ExcludeConn = x
+			payload = protocol.AppendDownstream(nil, d)
+			d.ExcludeConn = 0
+		} else if payload == nil {
+			shared = protocol.AppendDownstream(nil, d)
+			payload = shared
+		}
+		if err := s.publishRaw(ctx, s.edgeTopic(e.Edge), room, payload); err != nil {
 			return err
 		}
 	}
