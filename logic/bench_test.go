@@ -37,7 +37,9 @@ func (p staticPresence) ResolveUsers(_ context.Context, users []string) (map[str
 func (p staticPresence) RoomEdges(context.Context, string) ([]presence.RoomEdge, error) {
 	return p.edges, nil
 }
-func (p staticPresence) RoomCounts(context.Context, []string) (map[string]int, error) { return nil, nil }
+func (p staticPresence) RoomCounts(context.Context, []string) (map[string]int, error) {
+	return nil, nil
+}
 
 type benchPlugin struct{}
 
