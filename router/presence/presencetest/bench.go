@@ -35,14 +35,16 @@ import (
 // Edges stay registered across rounds and connection ids never repeat, so every round adds
 // new connections (no re-registration, no reaping in the background of a measurement).
 func Bench(b *testing.B, s presence.Store, extCPU func() time.Duration) {
+	ext := func() time.Duration {
+		if extCPU == nil {
+			return 0
+		}
+		return extCPU()
+	}
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		if extCPU != nil {
-			d += extCPU()
-		}
-		return d
+		return time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + ext()
 	}
 	ctx := context.Background()
 	const maxEdges = 16
@@ -72,7 +74,7 @@ func Bench(b *testing.B, s presence.Store, extCPU func() time.Duration) {
 			b.ReportAllocs()
 			b.SetParallelism(max(1, cs.edges/procs))
 			var errOnce sync.Once
-			start, cpu0 := time.Now(), cpu()
+			start, cpu0, ext0 := time.Now(), cpu(), ext()
 			b.RunParallel(func(pb *testing.PB) {
 				e := <-pool
 				defer func() { pool <- e }()
@@ -102,6 +104,9 @@ func Bench(b *testing.B, s presence.Store, extCPU func() time.Duration) {
 			b.ReportMetric(float64(b.N)/el, "connects/s")
 			b.ReportMetric(float64(2*b.N)/el, "updates/s")
 			b.ReportMetric(float64(2*b.N)/used, "updates/cpu-s")
+			if extCPU != nil {
+				b.ReportMetric(float64((ext()-ext0).Microseconds())/float64(2*b.N), "redis-cpu-us/update")
+			}
 		})
 	}
 	for _, batch := range []int{100} {
