@@ -28,6 +28,7 @@ SCENARIOS="idle,fanout,chat,storm,reconnect"
 IDLE_CONNS=5000
 FANOUT_MEMBERS=2000
 FANOUT_RATE=20
+PUBLISHERS=12 # the danmaku plugin limits each user to 2 msgs/s: 20/s needs ≥ 10 publishers
 SIZE=100
 DURATION=10s
 CHAT_PAIRS=500
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
     --idle-conns) IDLE_CONNS="$2"; shift 2 ;;
     --fanout-members) FANOUT_MEMBERS="$2"; shift 2 ;;
     --fanout-rate) FANOUT_RATE="$2"; shift 2 ;;
+    --publishers) PUBLISHERS="$2"; shift 2 ;;
     --size) SIZE="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --chat-pairs) CHAT_PAIRS="$2"; shift 2 ;;
@@ -219,7 +221,8 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
   echo "- idle: $IDLE_CONNS connections, client ping every 25 s, 3 s settle then a $HOLD window."
   echo "  *RSS per conn* = (RSS at the end − RSS before the first connection) / connections;"
   echo "  *CPU-s/s per 100k conns* = target CPU over the window ÷ window ÷ connections × 100,000."
-  echo "- fanout: $FANOUT_MEMBERS members in one room plus a publisher; $FANOUT_RATE msgs/s of $SIZE B for"
+  echo "- fanout: $FANOUT_MEMBERS members in one room plus $PUBLISHERS publishers (distinct users, round-robin:"
+  echo "  Switchboard's danmaku plugin allows 2 msgs/s per user); $FANOUT_RATE msgs/s in all of $SIZE B for"
   echo "  $DURATION. *Deliveries* are messages received by members (timestamp in the payload gives"
   echo "  latency, HdrHistogram); *expected* = sent × members; *deliveries per CPU-s* = deliveries ÷"
   echo "  target CPU from \"go\" until every expected delivery arrived (≤ 5 s after the last send)."
@@ -268,7 +271,7 @@ for t in "${TLIST[@]}"; do
     start_target "$t" || break
     case "$s" in
       idle)   args=(-conns "$IDLE_CONNS" -hold "$HOLD") ;;
-      fanout) args=(-conns "$FANOUT_MEMBERS" -rate "$FANOUT_RATE" -size "$SIZE" -duration "$DURATION") ;;
+      fanout) args=(-conns "$FANOUT_MEMBERS" -publishers "$PUBLISHERS" -rate "$FANOUT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       chat)   args=(-pairs "$CHAT_PAIRS" -rate "$CHAT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       storm)  args=(-conns "$STORM_CONNS") ;;
       reconnect)

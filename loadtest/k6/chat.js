@@ -63,14 +63,14 @@ export default function (data) {
         errors.add(1);
         return;
       }
-      if (f.type !== 'chat.message' || (f.data && f.data.from === me)) return;
+      if ((f.type !== 'chat.msg' && f.type !== 'chat.message') || (f.data && f.data.from === me)) return;
       for (const t of texts(f)) {
         const s = parseStamp(t);
         if (!s) continue;
         if (!isA && s.kind === 'C') {
           let reply = `R|${s.seq}|${s.at}|`;
           while (reply.length < SIZE) reply += 'x';
-          socket.send(frame('chat.send', { to: peer, text: reply, mid: `${me}-r${s.seq}` }));
+          socket.send(frame('chat.send', { to: peer, text: reply, cmid: `${me}-r${s.seq}` }));
         } else if (isA && s.kind === 'R') {
           replies.add(1);
           rtt.add(Date.now() - s.at);
@@ -84,7 +84,7 @@ export default function (data) {
       socket.setTimeout(() => {
         socket.setInterval(() => {
           if (seq >= total) return;
-          socket.send(frame('chat.send', { to: peer, text: stamp('C', seq, SIZE), mid: `${me}-${seq}` }));
+          socket.send(frame('chat.send', { to: peer, text: stamp('C', seq, SIZE), cmid: `${me}-${seq}` }));
           seq++;
           sent.add(1);
         }, 1000 / RATE);

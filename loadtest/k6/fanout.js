@@ -1,4 +1,4 @@
-// fanout: MEMBERS connections join one room; VU 1 publishes RATE messages/s of SIZE bytes for
+// fanout: MEMBERS connections join one room; PUBLISHERS VUs publish RATE messages/s of SIZE bytes for
 // DURATION seconds once everyone had SETUP seconds to join. Members record delivery latency
 // from the timestamp in each message. Loss = 1 - sb_deliveries / (sb_sent × MEMBERS).
 //   k6 run --no-usage-report -e SB_URL=… -e MEMBERS=500 -e RATE=20 -e DURATION=10 fanout.js
@@ -9,6 +9,9 @@ import { Counter, Trend } from 'k6/metrics';
 import { errors, env, frame, params, parseStamp, stamp, texts, userURL, JOIN, PREFIX, ROOM, SEND } from './lib.js';
 
 const MEMBERS = env('MEMBERS', 200);
+// PUBLISHERS VUs share the RATE (a per-user rate limit, e.g. the danmaku plugin's 2/s, must
+// not cap it); they are not counted as members.
+const PUBLISHERS = env('PUBLISHERS', 1);
 const RATE = env('RATE', 20);
 const SIZE = env('SIZE', 100);
 const DURATION = env('DURATION', 10);
@@ -22,7 +25,7 @@ const sent = new Counter('sb_sent');
 export const options = {
   scenarios: {
     fanout: {
-      executor: 'per-vu-iterations', vus: MEMBERS + 1, iterations: 1,
+      executor: 'per-vu-iterations', vus: MEMBERS + PUBLISHERS, iterations: 1,
       maxDuration: `${SETUP + DURATION + GRACE + 60}s`,
     },
   },
@@ -35,7 +38,7 @@ export const options = {
 };
 
 export default function () {
-  const publisher = exec.vu.idInTest === 1;
+  const publisher = exec.vu.idInTest <= PUBLISHERS;
   let joined = false;
   const res = ws.connect(userURL(`${PREFIX}-m${__VU}`), params, (socket) => {
     socket.on('message', (m) => {
@@ -60,13 +63,14 @@ export default function () {
     socket.on('error', () => errors.add(1));
     if (publisher) {
       let seq = 0;
-      const total = Math.floor(RATE * DURATION);
+      const rate = RATE / PUBLISHERS;
+      const total = Math.floor(rate * DURATION);
       socket.setTimeout(() => {
-        const id = socket.setInterval(() => {
+        socket.setInterval(() => {
           if (seq >= total) return;
           socket.send(frame(SEND, { room: ROOM, text: stamp('F', seq++, SIZE) }));
           sent.add(1);
-        }, 1000 / RATE);
+        }, 1000 / rate);
       }, SETUP * 1000);
     }
     socket.setTimeout(() => socket.close(), (SETUP + DURATION + GRACE) * 1000);

@@ -2,7 +2,7 @@
 //
 //   SB_URL      target WebSocket URL (default ws://127.0.0.1:8080/ws); ?user=<id> is appended
 //   SB_USER_PREFIX  prefix of the user ids (default k6-<random>)
-//   SB_JOIN     frame type that joins a room (default danmaku.join)
+//   SB_JOIN     frame type that joins a room (default room.join)
 //   SB_SEND     frame type that sends to a room (default danmaku.send)
 //   SB_ROOM     room name (default k6-room)
 //
@@ -12,7 +12,7 @@
 import { Counter, Trend } from 'k6/metrics';
 
 export const URL = __ENV.SB_URL || 'ws://127.0.0.1:8080/ws';
-export const JOIN = __ENV.SB_JOIN || 'danmaku.join';
+export const JOIN = __ENV.SB_JOIN || 'room.join';
 export const SEND = __ENV.SB_SEND || 'danmaku.send';
 export const ROOM = __ENV.SB_ROOM || 'k6-room';
 export const PREFIX = __ENV.SB_USER_PREFIX || `k6-${Math.floor(Math.random() * 1e6).toString(36)}`;

@@ -14,7 +14,7 @@ rc=0
 run() { echo "== k6 $*"; "$K6" run --no-usage-report -q -e SB_URL="$URL" "$@" || rc=1; }
 cd "$DIR"
 run -e CONNS="${CONNS:-500}" -e HOLD="${DURATION:-10}" idle.js
-run -e MEMBERS="${MEMBERS:-500}" -e RATE="${RATE:-20}" -e DURATION="${DURATION:-10}" fanout.js
+run -e MEMBERS="${MEMBERS:-500}" -e PUBLISHERS="${PUBLISHERS:-12}" -e RATE="${RATE:-20}" -e DURATION="${DURATION:-10}" fanout.js
 run -e PAIRS="${PAIRS:-100}" -e RATE_PER_PAIR=2 -e DURATION="${DURATION:-10}" ${SB_URL_B:+-e SB_URL_B="$SB_URL_B"} chat.js
 run -e CONNS="${CONNS:-500}" storm.js
 exit $rc

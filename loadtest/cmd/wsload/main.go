@@ -49,13 +49,14 @@ func run() int {
 	flag.DurationVar(&cfg.Settle, "settle", 3*time.Second, "idle: wait after set-up before measuring")
 	flag.DurationVar(&cfg.Hold, "hold", 15*time.Second, "idle: measurement window")
 	flag.Float64Var(&cfg.Rate, "rate", 0, "fanout: messages/s from the publisher; chat: messages/s over all pairs (0: 20 / 1000)")
+	flag.IntVar(&cfg.Publishers, "publishers", 1, "fanout: publishing connections (distinct users, round-robin; per-user rate limits)")
 	flag.IntVar(&cfg.Size, "size", 100, "message text size in bytes (≥ 24)")
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "fanout, chat: how long to send")
 	flag.DurationVar(&cfg.Grace, "grace", 5*time.Second, "fanout, chat: max wait for deliveries after sending stops (ends early when all arrived)")
 	flag.DurationVar(&cfg.DialTimeout, "dial-timeout", 15*time.Second, "one dial + handshake + set-up step")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 15*time.Minute, "hard bound of the whole run")
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")
-	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default danmaku.join)")
+	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default room.join)")
 	flag.StringVar(&cfg.SendType, "send-type", "", "frame type that sends to a room (default danmaku.send)")
 	flag.StringVar(&cfg.JWTSecret, "jwt-secret", os.Getenv("SB_JWT_SECRET"), "switchboard: sign HS256 tokens (sub = user) with this secret instead of ?user= (default $SB_JWT_SECRET)")
 	var restartCmd string
@@ -95,7 +96,7 @@ func run() int {
 	if workers > 0 {
 		cfg.PerWorker = (total + workers - 1) / workers
 		if cfg.Scenario == load.ScenarioFanout && workers > 1 {
-			cfg.PerWorker++
+			cfg.PerWorker += max(cfg.Publishers, 1)
 		}
 		if cfg.Scenario == load.ScenarioChat && cfg.PerWorker%2 == 1 {
 			cfg.PerWorker++

@@ -73,6 +73,9 @@ type Config struct {
 	// Rate is fanout's messages per second from the publisher, or chat's messages per second
 	// over all pairs. Zero means 20 (fanout) or 1,000 (chat).
 	Rate float64
+	// Publishers is fanout's number of publishing connections (distinct users, round-robin),
+	// so a per-user rate limit of the target does not cap the rate. Zero means 1.
+	Publishers int
 	// Size is the text size of fanout and chat messages in bytes. Zero means 100.
 	Size int
 	// Duration is how long fanout and chat send. Zero means 10s.
@@ -87,7 +90,7 @@ type Config struct {
 	// Room is the fanout room. Empty means "lt-room".
 	Room string
 	// JoinType and SendType name the room routes (switchboard, naive). Empty means
-	// danmaku.join and danmaku.send.
+	// room.join and danmaku.send.
 	JoinType, SendType string
 	// JWTSecret (switchboard): clients authenticate with HS256 tokens instead of ?user=.
 	JWTSecret string
@@ -152,6 +155,7 @@ func (c *Config) fill() error {
 		}
 	}
 	def(&c.Conns, 1000)
+	def(&c.Publishers, 1)
 	def(&c.Pairs, 500)
 	def(&c.PerWorker, 18000)
 	if c.Concurrency == 0 {
@@ -223,6 +227,7 @@ type workerConfig struct {
 	First       int           `json:"first"` // global index of the first connection (or pair)
 	Count       int           `json:"count"` // connections (idle, storm), members (fanout), pairs (chat)
 	Publisher   bool          `json:"publisher"`
+	Publishers  int           `json:"publishers,omitempty"`
 	ConnectRate float64       `json:"connect_rate"`
 	Concurrency int           `json:"concurrency"`
 	Heartbeat   time.Duration `json:"heartbeat"`

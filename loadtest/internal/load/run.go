@@ -78,6 +78,7 @@ func loadAvg() string {
 type Params struct {
 	Conns       int     `json:"conns"`
 	Pairs       int     `json:"pairs,omitempty"`
+	Publishers  int     `json:"publishers,omitempty"`
 	Rate        float64 `json:"rate,omitempty"`
 	Size        int     `json:"size,omitempty"`
 	DurationS   float64 `json:"duration_s,omitempty"`
@@ -142,6 +143,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	switch cfg.Scenario {
 	case ScenarioFanout:
 		res.Params.Rate, res.Params.DurationS = cfg.Rate, cfg.Duration.Seconds()
+		res.Params.Publishers = cfg.Publishers
 	case ScenarioChat:
 		res.Params.Conns, res.Params.Pairs = 2*cfg.Pairs, cfg.Pairs
 		res.Params.Rate, res.Params.DurationS = cfg.Rate, cfg.Duration.Seconds()
@@ -167,7 +169,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	case ScenarioChat:
 		res.Requested = int64(2 * cfg.Pairs)
 	case ScenarioFanout:
-		res.Requested = int64(cfg.Conns) + 1 // the members and the publisher
+		res.Requested = int64(cfg.Conns + cfg.Publishers) // the members and the publishers
 	}
 	fmt.Fprintf(progress, "wsload: %s against %s (%s): %d connections, %d worker(s)\n",
 		cfg.Scenario, cfg.Label, strings.Join(cfg.Targets, ","), res.Requested, len(plans))
@@ -261,7 +263,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			}
 			want := sent
 			if cfg.Scenario == ScenarioFanout {
-				want = sent * (open - 1)
+				want = sent * (open - int64(cfg.Publishers))
 			}
 			return recv >= want
 		}); err != nil {
@@ -313,7 +315,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	res.Latency = summarize(lat)
 	switch cfg.Scenario {
 	case ScenarioFanout:
-		members := peakOpen - 1 // the publisher is not a member that counts deliveries
+		members := peakOpen - int64(cfg.Publishers) // publishers do not count deliveries
 		if members < 0 {
 			members = 0
 		}
@@ -378,7 +380,7 @@ func plan(cfg Config) []workerConfig {
 		total, per = cfg.Pairs, cfg.PerWorker/2
 	}
 	if cfg.Scenario == ScenarioFanout {
-		per-- // room for the publisher
+		per -= cfg.Publishers // room for the publishers
 	}
 	n := (total + per - 1) / per
 	if n < 1 {
@@ -400,6 +402,9 @@ func plan(cfg Config) []workerConfig {
 			wc.Rate = cfg.Rate * float64(wc.Count) / float64(max(total, 1))
 		}
 		wc.Publisher = cfg.Scenario == ScenarioFanout && i == 0
+		if wc.Publisher {
+			wc.Publishers = cfg.Publishers
+		}
 		wc.Reconnect = cfg.Scenario == ScenarioReconnect
 		out[i] = wc
 	}

@@ -62,6 +62,7 @@ func TestFanoutAgainstHub(t *testing.T) {
 	cfg := baseConfig(t, ScenarioFanout)
 	cfg.Conns, cfg.Rate, cfg.Duration, cfg.Grace, cfg.Size = 300, 50, time.Second, 20*time.Second, 64
 	cfg.PerWorker = 200 // two in-process workers: exercises the split and the merge
+	cfg.Publishers = 3
 	res, err := Run(context.Background(), cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +71,8 @@ func TestFanoutAgainstHub(t *testing.T) {
 	if res.Workers != 2 {
 		t.Errorf("workers = %d, want 2", res.Workers)
 	}
-	if res.Connected != 301 || res.Failed != 0 || res.Dropped != 0 {
-		t.Errorf("connected %d failed %d dropped %d, want 301/0/0", res.Connected, res.Failed, res.Dropped)
+	if res.Connected != 303 || res.Failed != 0 || res.Dropped != 0 {
+		t.Errorf("connected %d failed %d dropped %d, want 303/0/0", res.Connected, res.Failed, res.Dropped)
 	}
 	if res.Sent != 50 {
 		t.Errorf("sent = %d, want 50", res.Sent)

@@ -159,9 +159,11 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	case ScenarioFanout:
 		w.setupConns(ctx, cfg.Count, true)
 		if cfg.Publisher {
-			if err := w.openClient(ctx, &client{key: -1, user: w.userName("pub", 0)}, 0, true, false); err != nil {
-				w.emit(event{Ev: "fatal", W: cfg.Index, Msg: "publisher: " + err.Error()})
-				return finish()
+			for p := range max(cfg.Publishers, 1) {
+				if err := w.openClient(ctx, &client{key: -1 - p, user: w.userName("pub", p)}, p, true, false); err != nil {
+					w.emit(event{Ev: "fatal", W: cfg.Index, Msg: "publisher: " + err.Error()})
+					return finish()
+				}
 			}
 		}
 	case ScenarioChat:
@@ -591,17 +593,17 @@ func (w *worker) heartbeats(done <-chan struct{}) {
 	}
 }
 
-// publish sends Rate messages per second for Duration from the publisher connection.
+// publish sends Rate messages per second for Duration, round-robin over the publishers.
 func (w *worker) publish(ctx context.Context) {
 	w.cmu.Lock()
-	var pub *client
+	var pubs []*client
 	for _, c := range w.clients {
 		if c.key < 0 {
-			pub = c
+			pubs = append(pubs, c)
 		}
 	}
 	w.cmu.Unlock()
-	if pub == nil {
+	if len(pubs) == 0 {
 		return
 	}
 	total := int64(w.cfg.Rate * w.cfg.Duration.Seconds())
@@ -611,6 +613,7 @@ func (w *worker) publish(ctx context.Context) {
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
 		}
+		pub := pubs[int(i)%len(pubs)]
 		text := makeStamp(stampFanout, i, time.Now(), w.cfg.Size)
 		if err := pub.conn.WriteText(w.ad.Send(w.cfg.Room, pub.user, text, 0)); err != nil {
 			w.noteErr("publish", err)

@@ -9,7 +9,7 @@
 //	room.leave / danmaku.leave {"room"}        leave a room
 //	room.send / danmaku.send {"room","text"}   broadcast: one "danmaku.message" frame
 //	                                           {"room","user","text"} to every member
-//	chat.send {"to","text","mid"}              "chat.message" {"from","to","text","mid"} to
+//	chat.send {"to","text","cmid"}             "chat.message" {"from","to","text","cmid"} to
 //	                                           every connection of user "to"
 //	echo <any>                                 "echo" with the same data
 //
@@ -241,6 +241,7 @@ type frameData struct {
 	Text string `json:"text"`
 	To   string `json:"to"`
 	Mid  string `json:"mid"`
+	CMID string `json:"cmid"`
 }
 
 func (h *Hub) readLoop(c *conn) {
@@ -302,7 +303,7 @@ func (h *Hub) readLoop(c *conn) {
 			h.ack(c, f.ID)
 		case "chat.send":
 			out, _ := json.Marshal(map[string]any{"type": "chat.message",
-				"data": map[string]string{"from": c.user, "to": d.To, "text": d.Text, "mid": d.Mid}})
+				"data": map[string]string{"from": c.user, "to": d.To, "text": d.Text, "mid": d.Mid, "cmid": d.CMID}})
 			h.mu.RLock()
 			targets := make([]*conn, 0, len(h.users[d.To]))
 			for m := range h.users[d.To] {

@@ -79,7 +79,7 @@ func Table(rs []*load.Result) string {
 			for _, r := range g {
 				t := target(r)
 				fmt.Fprintf(&b, "| %s | %d | %d | %d / %d | %.3f | %.2f | %.2f | %.2f | %.2f | %.0f |\n", r.Label,
-					max(r.Connected-1, 0), r.Sent, r.Received, r.Expected, r.LossPct, r.Latency.P50Ms,
+					max(r.Connected-int64(max(r.Params.Publishers, 1)), 0), r.Sent, r.Received, r.Expected, r.LossPct, r.Latency.P50Ms,
 					r.Latency.P99Ms, r.Latency.P999Ms, t.CPUSeconds, t.DeliveriesPerCPUSecond)
 			}
 		case load.ScenarioChat:

@@ -4,11 +4,13 @@
 // Three adapters exist:
 //
 //   - switchboard: client protocol v1, JSON form (see the protocol module's doc.go). Dev auth
-//     with ?user=<id>; the server greets with "welcome"; rooms through the danmaku plugin
-//     (danmaku.join / danmaku.send, deliveries merged into danmaku.batch); direct messages
-//     through the chat plugin (chat.send → chat.message); echo through the echo plugin.
-//   - naive: the naivehub baseline in this module. Same frames as switchboard, except that
-//     room deliveries are not merged: one "danmaku.message" frame per message.
+//     with ?user=<id> (or an HS256 token); the server greets with "welcome"; rooms through the
+//     danmaku plugin (room.join / danmaku.send → "danmaku" deliveries, or merged batches whose
+//     items carry the texts); direct messages through the chat plugin (chat.send {to, text,
+//     cmid} → chat.msg {from, text, …}); echo through the echo plugin. Any other delivery whose
+//     data carries a text counts as a room delivery, so a renamed route never reads as loss.
+//   - naive: the naivehub baseline in this module. Same frames as switchboard; room deliveries
+//     are "danmaku.message" frames, direct messages "chat.message".
 //   - centrifugo: Centrifugo v5's JSON client protocol (protocol v2): a connect command,
 //     subscribe to a channel per room and a personal channel per user for chat, client-side
 //     publish (allowed by the insecure config in tools/centrifugo), {} pings answered with {}.
@@ -34,12 +36,13 @@ const (
 	TypeAck           = "ack"
 	TypeError         = "error"
 	TypeMove          = "move"
-	TypeRoomJoin      = "danmaku.join"
+	TypeRoomJoin      = "room.join" // the danmaku plugin's join (logic/plugins/danmaku)
 	TypeRoomSend      = "danmaku.send"
 	TypeRoomBatch     = "danmaku.batch"   // switchboard: merged deliveries {room, items:[{user,text}]}
 	TypeRoomMessage   = "danmaku.message" // naive: one delivery {room, user, text}
 	TypeChatSend      = "chat.send"
-	TypeChatMessage   = "chat.message"
+	TypeChatMessage   = "chat.message" // naive hub
+	TypeChatMsg       = "chat.msg"     // switchboard chat plugin: {conv, seq, id, from, cmid, text, ts}
 	TypeEcho          = "echo"
 	CentrifugoPrefixU = "u_" // Centrifugo personal channel of a user: u_<user>
 )
@@ -176,7 +179,7 @@ func (s Switchboard) Send(room, _, text string, id uint64) []byte {
 }
 
 func (Switchboard) Chat(_, to, text, mid string, id uint64) []byte {
-	return sbFrame(TypeChatSend, id, map[string]string{"to": to, "text": text, "mid": mid})
+	return sbFrame(TypeChatSend, id, map[string]string{"to": to, "text": text, "cmid": mid})
 }
 
 func (Switchboard) Echo(text string, id uint64) []byte {
@@ -239,7 +242,7 @@ func parseSB(msg []byte, fn func(*Event)) error {
 		} else if b.Text != "" {
 			ev.Texts = []string{b.Text}
 		}
-	case TypeChatMessage:
+	case TypeChatMessage, TypeChatMsg:
 		var b sbItem
 		if err := json.Unmarshal(f.Data, &b); err != nil {
 			return fmt.Errorf("wire: %s data: %w", f.Type, err)

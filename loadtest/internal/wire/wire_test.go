@@ -39,6 +39,9 @@ func TestSwitchboardParse(t *testing.T) {
 		{`{"type":"danmaku.message","data":{"room":"r","user":"a","text":"x"}}`, Event{Kind: KindRoom, Texts: []string{"x"}}},
 		{`{"type":"danmaku","data":{"room":"r","text":"z"}}`, Event{Kind: KindRoom, Texts: []string{"z"}}},
 		{`{"type":"chat.message","data":{"from":"a","to":"b","text":"hi"}}`, Event{Kind: KindChat, From: "a", Text: "hi"}},
+		{`{"type":"chat.msg","data":{"conv":"d:1:a:b","seq":3,"id":"m","from":"a","cmid":"c","text":"yo","ts":1}}`,
+			Event{Kind: KindChat, From: "a", Text: "yo"}},
+		{`{"type":"room.join","id":"2","data":{"room":"r"}}`, Event{Kind: KindAck, ID: 2}},
 		{`{"type":"danmaku.count","data":{"room":"r","n":3}}`, Event{Kind: KindOther}},
 		{`{"type":"move","data":{"delay_ms":10,"reason":"drain"}}`, Event{Kind: KindMove}},
 	}
