@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -292,5 +293,44 @@ func TestConfigAndRoutes(t *testing.T) {
 	_ = rt.Run(ctx) // returns at once: ctx is done
 	if err := rt.Run(context.Background()); !errors.Is(err, logic.ErrStarted) {
 		t.Fatalf("second Run: %v", err)
+	}
+}
+
+func TestObserveAndKick(t *testing.T) {
+	var mu sync.Mutex
+	observed := map[string]int{}
+	failed := 0
+	h := logictest.New(t, logic.Config{
+		Plugins: []logic.Plugin{plugin(map[string]logic.Handler{
+			"t.kick": func(ctx context.Context, c *logic.Context) error {
+				return c.Send().Kick(ctx, "bob", protocol.CloseKicked, "")
+			},
+		})},
+		Middleware: []logic.Middleware{logic.Observe(func(typ string, _ time.Duration, err error) {
+			mu.Lock()
+			observed[typ]++
+			if err != nil {
+				failed++
+			}
+			mu.Unlock()
+		})},
+	})
+	e1, e2 := h.Edge("e1"), h.Edge("e2")
+	a := e1.Connect("alice", nil)
+	e1.Connect("bob", nil)
+	e2.Connect("bob", nil)
+	e1.Send(a, "t.kick", "1", "")
+	for _, e := range []*logictest.Edge{e1, e2} {
+		d := e.Expect(func(d *protocol.Downstream) bool { return d.Kind == protocol.DownClose }, "kick")
+		if d.Target != protocol.TargetUsers || !slices.Equal(d.Users, []string{"bob"}) || d.Code != uint32(protocol.CloseKicked) {
+			t.Fatalf("%s: %+v", e.ID, d)
+		}
+	}
+	e1.Send(a, "t.none", "2", "")
+	e1.ExpectReply(a, "2")
+	mu.Lock()
+	defer mu.Unlock()
+	if observed["t.kick"] != 1 || observed["t.none"] != 1 || failed != 1 {
+		t.Fatalf("observed %v, %d failed", observed, failed)
 	}
 }

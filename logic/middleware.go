@@ -126,3 +126,17 @@ func (l *UserLimiter) allow(user string, now time.Time) bool {
 	}
 	return lim.AllowN(now, 1)
 }
+
+// Observe calls fn after every handled frame with its type, the handler's duration and its
+// error (nil on success): the hook for metrics (a histogram per type, an error counter). fn
+// runs on the handler's goroutine and must be cheap.
+func Observe(fn func(typ string, d time.Duration, err error)) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, c *Context) error {
+			start := time.Now()
+			err := next(ctx, c)
+			fn(c.Type, time.Since(start), err)
+			return err
+		}
+	}
+}
