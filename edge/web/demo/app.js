@@ -61,7 +61,8 @@ sb.on('state', ({ state, attempt }) => {
 sb.on('welcome', (w) => {
   $('edge').textContent = `${w.edge || 'edge'} · conn ${w.conn}`;
   // Rooms and groups are per connection: join them again on every (re)connection.
-  for (const r of ROOMS) sb.request('room.join', { room: r.id }).catch(toastErr('join ' + r.id));
+  // Memberships live on the connection: join the room we watch again on every connection.
+  joinRoom(room);
   sb.request('chat.join', { group: GROUP }).catch(toastErr('join #' + GROUP));
 });
 sb.on('move', (d) => toast(`edge asked us to move (${d.reason || 'drain'}); reconnecting in ${d.delay_ms} ms`));
@@ -82,14 +83,32 @@ function renderRooms() {
     b.dataset.room = r.id;
     b.innerHTML = `<span></span><em></em>`;
     b.firstChild.textContent = r.title;
-    b.lastChild.textContent = `${counts.get(r.id) ?? 0} online`;
-    b.onclick = () => { room = r.id; $('danmaku').replaceChildren(); renderRooms(); };
+    // The count of the room we watch is live; others show what we saw last, if anything.
+    b.lastChild.textContent = counts.has(r.id) ? `${counts.get(r.id)} online` : 'join to see';
+    if (r.id !== room) b.lastChild.classList.add('stale');
+    b.onclick = () => switchRoom(r.id);
     return b;
   }));
   const cur = ROOMS.find((r) => r.id === room) || ROOMS[0];
   $('room-title').textContent = `· ${cur.title}`;
   $('viewers').textContent = counts.get(room) ?? 0;
   scene.hue = cur.hue;
+}
+function joinRoom(r) {
+  return sb.request('room.join', { room: r }).catch(toastErr('join ' + r));
+}
+function switchRoom(r) {
+  if (r === room) return;
+  const old = room;
+  room = r;
+  $('danmaku').replaceChildren();
+  lanes.length = 0;
+  renderRooms();
+  sb.request('room.leave', { room: old }).catch(() => {});
+  joinRoom(r);
+  const u = new URL(location.href);
+  u.searchParams.set('room', r);
+  history.replaceState(null, '', u);
 }
 function onCount(d) {
   if (!d) return;

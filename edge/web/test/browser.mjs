@@ -141,6 +141,12 @@ try {
     console.log(`     screenshots: ${path.join(outDir, 'browser-alice.png')}, ${path.join(outDir, 'browser-bob.png')}`);
   });
 
+  await check('online count: bob moves to another room; both counts follow live', async () => {
+    await pageB.click('[data-testid=rooms] [data-room=music]');
+    await pageB.waitForFunction(() => document.getElementById('viewers').textContent === '1');
+    await pageA.waitForFunction(() => document.getElementById('viewers').textContent === '1');
+  });
+
   await check('no errors on either page', async () => {
     if (pageErrors.length) throw new Error(pageErrors.join('; '));
   });
