@@ -9,7 +9,46 @@
 // Every connection belongs to one gnet event loop, which owns its state and its index entries
 // (no locks in callbacks). Other goroutines reach a loop only through its task queue
 // (enqueue → gnet EventLoop.Execute). Nothing in an event loop blocks: Publish must not block,
-// presence ops go to a bounded queue drained by one reporter goroutine.
+// presence ops go to a bounded queue drained by one reporter goroutine, and plain HTTP
+// requests (Config.HTTPHandler) run in a bounded set of goroutines.
+//
+// # Handshake
+//
+// A request is read from gnet's buffer once complete (at most MaxHeaderBytes, else 431; within
+// HandshakeTimeout, else dropped). A WebSocket upgrade on Path is checked in this order: Origin
+// against AllowedOrigins (403), then the token (401): "Authorization: Bearer <jwt>", the
+// "token" query parameter, or a subprotocol "bearer.<jwt>" offered next to
+// "switchboard.v1.json" / "switchboard.v1.proto". Tokens are JWTs signed with HS256
+// (JWTSecret), EdDSA or RS256 (JWTPublicKey); the user id is the sub claim, "exp" closes the
+// connection with 4001 when it passes. InsecureDevAuth accepts "?user=<id>" when no token is
+// presented. Other requests go to HTTPHandler (or get 404/400).
+//
+// # Frames
+//
+// Frames are parsed in place from gnet's inbound buffer (Peek/Discard) by a resumable parser;
+// payloads are unmasked in place, fragments are assembled per connection. Violations close the
+// connection with the codes of package protocol: 1002 (unmasked, reserved bits or opcode,
+// fragmented or long control frame, bad continuation), 1003 (text on a protobuf connection or
+// binary on a JSON one), 1007 (invalid UTF-8, bad compressed data), 1009 (MaxFrameSize,
+// MaxMessageSize), 4000 (more than MaxBadFrames undecodable frames, each answered with an
+// ErrBadFrame error frame), 4002 (backlog over MaxOutboundBytes), 4004 (rate limit), 4005
+// (no frame or pong within IdleTimeout; pings go out after PingInterval of silence, on a
+// timing wheel). The first frame on a connection is "welcome". Every client frame becomes an
+// Upstream envelope keyed by user; a frame with an id is answered "ack" once the Publisher
+// accepted it, or "error" (ErrUnavailable) if it did not.
+//
+// # Fanout
+//
+// A delivery is encoded once per codec (and compressed once, with permessage-deflate without
+// context takeover) and the same bytes are queued for every local target; a loop writes each
+// connection's queued frames in one writev when its task queue is drained (or after
+// WriteCoalesce). Sheddable deliveries skip connections with a backlog over ShedBytes.
+//
+// # Shutdown
+//
+// Shutdown stops accepting, sends every connection a "move" frame with a jittered reconnect
+// delay, paced over DrainWindow, closes the rest with 1012 after DrainGrace, and deregisters
+// from presence. Cancelling Run's context closes every connection with 1001 at once.
 package edge
 
 import (
