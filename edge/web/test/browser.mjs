@@ -141,6 +141,19 @@ try {
     console.log(`     screenshots: ${path.join(outDir, 'browser-alice.png')}, ${path.join(outDir, 'browser-bob.png')}`);
   });
 
+  await check('chat resume: a message sent while bob is offline shows up after he reconnects', async () => {
+    const text = `while you were away ${tag}`;
+    await pageB.evaluate(() => window.sb.close());
+    await pageB.waitForSelector('[data-testid=state][data-state=offline]');
+    await pageA.click(`[data-testid=convs] li[data-peer="${bob}"]`);
+    await pageA.fill('[data-testid=chat-input]', text);
+    await pageA.click('[data-testid=chat-send]');
+    await pageA.waitForFunction((t) => [...document.querySelectorAll('#messages .msg')].some((e) => e.querySelector('.body').textContent === t && !e.classList.contains('pending')), text);
+    await pageB.evaluate(() => window.sb.connect());
+    await pageB.click(`[data-testid=convs] li[data-peer="${alice}"]`);
+    await pageB.waitForFunction((t) => [...document.querySelectorAll('#messages .msg')].some((e) => e.querySelector('.body').textContent === t && /synced/.test(e.querySelector('.meta').textContent)), text);
+  });
+
   await check('online count: bob moves to another room; both counts follow live', async () => {
     await pageB.click('[data-testid=rooms] [data-room=music]');
     await pageB.waitForFunction(() => document.getElementById('viewers').textContent === '1');
