@@ -334,3 +334,22 @@ func TestObserveAndKick(t *testing.T) {
 		t.Fatalf("observed %v, %d failed", observed, failed)
 	}
 }
+
+func TestTraceparentAndMalformed(t *testing.T) {
+	h := logictest.New(t, logic.Config{Plugins: []logic.Plugin{plugin(map[string]logic.Handler{
+		"t.echo": func(_ context.Context, c *logic.Context) error { c.Reply(nil); return nil },
+	})}})
+	e := h.Edge("e1")
+	a := e.Connect("alice", nil)
+	e.PublishRaw("alice", []byte{0xff, 0xff, 0xff})
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	e.Publish(&protocol.Upstream{Kind: protocol.UpMessage, Edge: e.ID, Epoch: e.Epoch, Conn: a.ID, User: "alice",
+		Type: "t.echo", ID: "1", Traceparent: tp})
+	d := e.Expect(func(d *protocol.Downstream) bool { return d.Frame.ID == "1" }, "reply")
+	if len(d.Traceparent) != len(tp) || d.Traceparent[:36] != tp[:36] {
+		t.Fatalf("downstream traceparent %q does not continue trace of %q", d.Traceparent, tp)
+	}
+	if st := h.Runtime.Stats(); st.Malformed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}

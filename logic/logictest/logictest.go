@@ -258,9 +258,22 @@ func (e *Edge) SendJSON(c logic.Conn, typ, id string, v any) {
 
 func (e *Edge) publish(user string, up *protocol.Upstream) {
 	e.h.T.Helper()
+	e.PublishRaw(user, protocol.AppendUpstream(nil, up))
+}
+
+// Publish publishes up as is (keyed by its user): for envelopes Send cannot make (trace
+// context, odd kinds).
+func (e *Edge) Publish(up *protocol.Upstream) {
+	e.h.T.Helper()
+	e.publish(up.User, up)
+}
+
+// PublishRaw publishes payload upstream with key (malformed envelopes).
+func (e *Edge) PublishRaw(key string, payload []byte) {
+	e.h.T.Helper()
 	ch := make(chan error, 1)
 	e.h.Config.Bus.Publish(context.Background(), protocol.UpstreamTopic(e.h.Config.Namespace),
-		bus.Message{Key: user, Payload: protocol.AppendUpstream(nil, up)}, func(err error) { ch <- err })
+		bus.Message{Key: key, Payload: payload}, func(err error) { ch <- err })
 	if err := <-ch; err != nil {
 		e.h.T.Fatal(err)
 	}
@@ -306,8 +319,7 @@ func (e *Edge) Expect(pred func(*protocol.Downstream) bool, what string) protoco
 	}
 }
 
-// ExpectFrame waits for a delivery of frame type typ to conn c (by conn id, by user or by room:
-// any envelope that targets it) and returns it.
+// ExpectFrame waits for a delivery of frame type typ (to any target) and returns it.
 func (e *Edge) ExpectFrame(typ string) protocol.Downstream {
 	e.h.T.Helper()
 	return e.Expect(func(d *protocol.Downstream) bool {

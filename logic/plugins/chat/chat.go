@@ -20,8 +20,10 @@
 // the client frame is acknowledged on the bus only after the deliveries were published; a
 // failure on the way nacks the frame, and its redelivery is recognised by the client message id
 // (cmid) and delivered again under the same message id. Clients drop messages whose id they
-// have seen, acknowledge what they processed with chat.ack, and after a reconnect (or a gap in
-// seq) call chat.sync from their last seq — or chat.convs then chat.sync with no since.
+// have seen, order by seq (when several members write at once, their messages are handled in
+// parallel and may arrive out of seq order), acknowledge what they processed with chat.ack,
+// and after a reconnect (or a gap in seq) call chat.sync from their last seq — or chat.convs
+// then chat.sync with no since.
 package chat
 
 import (

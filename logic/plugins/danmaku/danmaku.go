@@ -10,7 +10,7 @@
 // Deliveries (server → client):
 //
 //	{"type":"room.join","id":"1","data":{"room":"live:42"}}            join accepted
-//	{"type":"danmaku","data":{"room":…,"user":…,"text":…,"paid":…,"mod":…,"ts":…}}
+//	{"type":"danmaku","data":{"id":…,"room":…,"user":…,"text":…,"paid":…,"mod":…,"ts":…}}
 //	{"type":"danmaku","id":"3","data":{…}}                              the sender's own echo
 //	{"type":"room.online","data":{"room":"live:42","online":1234}}       live count
 //
@@ -28,6 +28,7 @@ package danmaku
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -208,6 +209,7 @@ type sendReq struct {
 
 // Danmu is a delivered danmaku.
 type Danmu struct {
+	ID   string `json:"id"` // unique per client frame: a redelivered frame repeats it, clients drop repeats
 	Room string `json:"room"`
 	User string `json:"user"`
 	Text string `json:"text"`
@@ -256,7 +258,7 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 	if !c.ReceivedAt.IsZero() {
 		ts = c.ReceivedAt.UnixMilli()
 	}
-	data, err := json.Marshal(Danmu{Room: req.Room, User: c.User, Text: req.Text, Paid: req.Paid, Mod: mod, TS: ts})
+	data, err := json.Marshal(Danmu{ID: danmuID(c), Room: req.Room, User: c.User, Text: req.Text, Paid: req.Paid, Mod: mod, TS: ts})
 	if err != nil {
 		return err
 	}
@@ -269,6 +271,10 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 	// The sender's own echo, answering its frame id: never shed.
 	return s.ToConn(ctx, c.Conn, logic.Out{Frame: protocol.ServerFrame{Type: TypeDanmu, ID: c.ID, Data: data},
 		Priority: protocol.PriorityEcho})
+}
+
+func danmuID(c *logic.Context) string {
+	return c.Conn.Edge + "." + strconv.FormatUint(c.Conn.Epoch, 36) + "." + strconv.FormatUint(c.Conn.ID, 36) + "." + c.ID
 }
 
 func (p *Plugin) isModerator(ctx context.Context, user, room string) (bool, error) {
