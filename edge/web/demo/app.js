@@ -141,7 +141,7 @@ function fly(item) {
   const top = 50; // below the LIVE and viewers badges
   const nLanes = Math.max(1, Math.floor((layer.clientHeight * 0.72 - top) / laneH)); // keep the hills clear
   const now = performance.now();
-  const speed = W / 6500; // px per ms, the same for all: a later bullet never catches up
+  const speed = W / 8000; // px per ms, the same for all: a later bullet never catches up
   let lane = 0;
   for (; lane < nLanes; lane++) if (!lanes[lane] || lanes[lane] <= now) break;
   if (lane === nLanes) lane = Math.floor(Math.random() * nLanes);

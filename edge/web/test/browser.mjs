@@ -122,9 +122,12 @@ try {
 
   await check('screenshot: both pages with danmaku on the stage', async () => {
     // A few more for a livelier picture, from both sides.
-    await pageB.click('#cheer');
+    await pageA.check('#paid'); // a paid ("super") danmaku: highlighted, never shed
     await pageA.fill('[data-testid=danmaku-input]', 'Switchboard: one frame per edge, fanout at the edge');
     await pageA.click('[data-testid=danmaku-send]');
+    await pageA.uncheck('#paid');
+    await pageB.waitForSelector('#danmaku .bullet.paid');
+    await pageB.click('#cheer');
     try {
       await pageB.waitForFunction(() => document.querySelectorAll('#danmaku .bullet').length >= 3, undefined, { polling: 50 });
     } catch (err) {
