@@ -87,6 +87,7 @@ type pulsarTopic struct {
 	mu      sync.RWMutex
 	p       pulsar.Producer // nil while being created; guarded by mu
 	pending []pubReq        // published while p is being created; guarded by mu
+	err     error           // the creation failed (t is no longer cached); guarded by mu
 }
 
 // NewPulsar connects a client (lazily: connections are made by the first producer or
@@ -187,6 +188,10 @@ func (b *Pulsar) Publish(ctx context.Context, topic string, m Message, done func
 		b.send(ctx, topic, t, p, m, done)
 		return
 	}
+	if t.err != nil { // the creation failed between b.topic and here; the next Publish retries
+		b.notes.post(done, t.err)
+		return
+	}
 	if len(t.pending) >= b.cfg.MaxPendingMessages {
 		b.notes.post(done, ErrFull)
 		return
@@ -233,6 +238,7 @@ func (b *Pulsar) create(name string, t *pulsarTopic) {
 	if err != nil {
 		b.forget(name, t)
 		err = fmt.Errorf("%w: create producer for %s: %w", ErrUnavailable, name, err)
+		t.err = err
 		for _, r := range pending {
 			b.notes.post(r.done, err)
 		}

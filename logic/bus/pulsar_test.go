@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,5 +90,41 @@ func TestPulsarFull(t *testing.T) {
 func TestNewPulsarValidates(t *testing.T) {
 	if _, err := bus.NewPulsar(bus.PulsarConfig{}); err == nil {
 		t.Fatal("empty URL accepted")
+	}
+}
+
+// TestPulsarUnreachableEveryDoneCalled: publishers racing with failing producer creations
+// (each retried by the next Publish) all get their done called, with ErrUnavailable or ErrFull.
+func TestPulsarUnreachableEveryDoneCalled(t *testing.T) {
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: "pulsar://" + deadAddr(t), MaxPendingMessages: 64,
+		OperationTimeout: 100 * time.Millisecond, ConnectionTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published, called atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(time.Second)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				published.Add(1)
+				b.Publish(context.Background(), "persistent://public/default/x", bus.Message{Key: "k"}, func(err error) {
+					if !errors.Is(err, bus.ErrUnavailable) && !errors.Is(err, bus.ErrFull) {
+						t.Errorf("publish: %v", err)
+					}
+					called.Add(1)
+				})
+				time.Sleep(100 * time.Microsecond)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p, c := published.Load(), called.Load(); p != c {
+		t.Fatalf("%d published, %d done calls after Close", p, c)
 	}
 }
