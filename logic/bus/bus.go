@@ -71,8 +71,8 @@ var (
 // Message is what a producer publishes.
 type Message struct {
 	Key     string            // ordering key (the user id upstream); may be empty
-	Payload []byte            // a protocol envelope; the bus does not keep a reference after Publish returns... see Publish
-	Props   map[string]string // properties (trace context: protocol.PropTraceparent)
+	Payload []byte            // a protocol envelope. Publish: not modified by the caller until done runs. Delivery: the handler's to keep.
+	Props   map[string]string // properties (trace context: protocol.PropTraceparent); Publish never modifies the caller's map
 }
 
 // Delivery is a consumed message.
