@@ -68,51 +68,80 @@ local function enc(t)
   for i = 1, #t do b[i] = #t[i] .. ':' .. t[i] end
   return table.concat(b)
 end
-local function dec(room)
-  if redis.call('HINCRBY', KEYS[4], room, -1) <= 0 then redis.call('HDEL', KEYS[4], room) end
-  emit('l', room, '')
+-- Batch-local state, so each key is read at most once and written once per call:
+-- cur[id]: the conn's user (false: no such conn), mems[id]: its room list (written back at
+-- the end for the ids in dorder), rdelta[room]: net member change (applied at the end).
+local cur, mems, dirty, dorder, rdelta, rorder = {}, {}, {}, {}, {}, {}
+local function user(id)
+  local u = cur[id]
+  if u == nil then u = redis.call('HGET', KEYS[2], id) or false; cur[id] = u end
+  return u
+end
+local function rooms(id)
+  local t = mems[id]
+  if t == nil then
+    local rs = redis.call('HGET', KEYS[3], id)
+    if rs then t = parse(rs) else t = {} end
+    mems[id] = t
+  end
+  return t
+end
+local function touch(id)
+  if not dirty[id] then dirty[id] = true; dorder[#dorder + 1] = id end
+end
+local function delta(room, d)
+  if rdelta[room] == nil then rdelta[room] = 0; rorder[#rorder + 1] = room end
+  rdelta[room] = rdelta[room] + d
 end
 local function leaveall(id)
-  local rs = redis.call('HGET', KEYS[3], id)
-  if rs then
-    for _, room in ipairs(parse(rs)) do dec(room) end
-    redis.call('HDEL', KEYS[3], id)
-  end
+  for _, room in ipairs(rooms(id)) do delta(room, -1); emit('l', room, '') end
+  mems[id] = {}
+  touch(id)
 end
 for i = 2, #ARGV, 3 do
   local k, id, s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if k == '1' then
-    local u = redis.call('HGET', KEYS[2], id)
+    local u = user(id)
     if u and u ~= s then
       leaveall(id)
       emit('d', id, u)
+    elseif not u then
+      mems[id] = {} -- a new connection has joined nothing
     end
-    redis.call('HSET', KEYS[2], id, s)
+    if u ~= s then redis.call('HSET', KEYS[2], id, s); cur[id] = s end
     emit('c', tostring((i - 2) / 3), '')
   elseif k == '2' then
-    local u = redis.call('HGET', KEYS[2], id)
+    local u = user(id)
     if u then
       leaveall(id)
       redis.call('HDEL', KEYS[2], id)
+      cur[id] = false
       emit('d', id, u)
     end
-  elseif redis.call('HEXISTS', KEYS[2], id) == 1 then
-    local rs = redis.call('HGET', KEYS[3], id)
-    local t = {}
-    if rs then t = parse(rs) end
+  elseif user(id) then
+    local t = rooms(id)
     local at = 0
     for j = 1, #t do if t[j] == s then at = j end end
     if k == '3' and at == 0 then
       t[#t + 1] = s
-      redis.call('HSET', KEYS[3], id, enc(t))
-      redis.call('HINCRBY', KEYS[4], s, 1)
+      touch(id)
+      delta(s, 1)
       emit('j', s, '')
     elseif k == '4' and at > 0 then
       table.remove(t, at)
-      if #t == 0 then redis.call('HDEL', KEYS[3], id) else redis.call('HSET', KEYS[3], id, enc(t)) end
-      dec(s)
+      touch(id)
+      delta(s, -1)
+      emit('l', s, '')
     end
   end
+end
+for _, id in ipairs(dorder) do
+  local t = mems[id]
+  if #t == 0 or not cur[id] then redis.call('HDEL', KEYS[3], id) else redis.call('HSET', KEYS[3], id, enc(t)) end
+end
+for _, room in ipairs(rorder) do
+  local d = rdelta[room]
+  if d ~= 0 and redis.call('HINCRBY', KEYS[4], room, d) <= 0 then redis.call('HDEL', KEYS[4], room) end
 end
 return out
 `)
