@@ -227,3 +227,17 @@ func TestLoadShedding(t *testing.T) {
 		t.Fatalf("not closed as slow: state %d", wc.state)
 	}
 }
+
+func TestKickCodes(t *testing.T) {
+	s := startEdge(t, testConfig())
+	for _, tc := range []struct {
+		code uint32
+		want int
+	}{{0, 4003}, {4006, 4006}, {1005, 4003}, {70000, 4003}, {1012, 1012}} {
+		c, w := dialGorilla(t, s, "k")
+		down(t, s, &protocol.Downstream{Kind: protocol.DownClose, Target: protocol.TargetConns, Conns: []uint64{connID(t, w)}, Code: tc.code, Reason: "bye"})
+		if got := readClose(t, c); got != tc.want {
+			t.Fatalf("kick with %d: close %d, want %d", tc.code, got, tc.want)
+		}
+	}
+}

@@ -193,7 +193,7 @@ func (l *loop) run(t *task) {
 				}
 			case tKick:
 				code := uint16(t.d.Code)
-				if code == 0 {
+				if t.d.Code > 0xffff || !validCloseCode(code) {
 					code = uint16(protocol.CloseKicked)
 				}
 				reason := t.d.Reason

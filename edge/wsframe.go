@@ -80,7 +80,7 @@ func appendClose(dst []byte, code uint16, reason string) []byte {
 // validCloseCode reports whether a client may send code in a close frame (RFC 6455 7.4).
 func validCloseCode(code uint16) bool {
 	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
 		return true
 	case code >= 3000 && code <= 4999:
 		return true
