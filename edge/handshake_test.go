@@ -255,3 +255,10 @@ func TestHTTPHandler(t *testing.T) {
 	}
 	c.Close()
 }
+func TestLongHeaderLineWithinLimit(t *testing.T) {
+	s := startEdge(t, testConfig())
+	status, body := rawRequest(t, s.Addr(), upgradeRequest("/ws?user=x", "X-Long", strings.Repeat("y", 6000)))
+	if status != 101 {
+		t.Fatalf("status %d %s", status, body)
+	}
+}
