@@ -26,7 +26,9 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "router:", err)
 		os.Exit(1)
 	}
@@ -48,7 +50,8 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-func run(args []string) error {
+// run serves until ctx ends.
+func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("router", flag.ContinueOnError)
 	listen := fs.String("listen", env("SB_ROUTER_LISTEN", "127.0.0.1:7070"), "gRPC listen address (SB_ROUTER_LISTEN)")
 	admin := fs.String("admin", env("SB_ROUTER_ADMIN", "127.0.0.1:7071"), "admin HTTP address for /healthz, /readyz; empty: none (SB_ROUTER_ADMIN)")
@@ -102,7 +105,5 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	return srv.Run(ctx)
 }
