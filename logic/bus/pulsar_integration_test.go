@@ -201,3 +201,47 @@ func TestPulsarPartitionedKeyShared(t *testing.T) {
 		t.Fatalf("load not shared: %v", handled)
 	}
 }
+
+// BenchmarkPulsarPublish measures Publish → broker ack throughput per batching setting, with
+// up to 1000 messages in flight over 64 keys.
+func BenchmarkPulsarPublish(b *testing.B) {
+	svc := os.Getenv("SB_PULSAR_URL")
+	if svc == "" {
+		b.Fatal("SB_PULSAR_URL must be set")
+	}
+	for _, d := range []time.Duration{-1, time.Millisecond, 10 * time.Millisecond} {
+		name := "batching=" + d.String()
+		if d < 0 {
+			name = "batching=off"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			pb, err := bus.NewPulsar(bus.PulsarConfig{URL: svc, BatchingDelay: d})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pb.Close()
+			topic := fmt.Sprintf("persistent://public/default/busbench-%d", time.Now().UnixNano())
+			keys := make([]string, 64)
+			for i := range keys {
+				keys[i] = "user-" + strconv.Itoa(i)
+			}
+			payload := make([]byte, 200)
+			sem := make(chan struct{}, 1000)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for i := range b.N {
+				sem <- struct{}{}
+				wg.Add(1)
+				pb.Publish(context.Background(), topic, bus.Message{Key: keys[i%len(keys)], Payload: payload}, func(err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					<-sem
+					wg.Done()
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
