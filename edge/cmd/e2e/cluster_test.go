@@ -89,6 +89,7 @@ type cluster struct {
 	chatPrefix string
 	edges      []*edgeNode
 	logics     []*logicNode
+	middleware []logic.Middleware // for the logic replicas added after it is set
 }
 
 func newCluster(t testing.TB) *cluster {
@@ -151,9 +152,11 @@ func newCluster(t testing.TB) *cluster {
 type tap struct {
 	mu  sync.Mutex
 	got []protocol.Downstream
+	at  []time.Time // when the edge handled got[i]
 }
 
 func (tp *tap) record(payload []byte) {
+	now := time.Now()
 	var d protocol.Downstream
 	if protocol.DecodeDownstream(payload, &d) != nil {
 		return
@@ -161,7 +164,17 @@ func (tp *tap) record(payload []byte) {
 	d.Frame.Data = append([]byte(nil), d.Frame.Data...)
 	tp.mu.Lock()
 	tp.got = append(tp.got, d)
+	tp.at = append(tp.at, now)
 	tp.mu.Unlock()
+}
+
+// each calls fn for every envelope recorded, with its arrival time.
+func (tp *tap) each(fn func(d *protocol.Downstream, at time.Time)) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for i := range tp.got {
+		fn(&tp.got[i], tp.at[i])
+	}
 }
 
 func (tp *tap) count(match func(*protocol.Downstream) bool) int {
@@ -336,6 +349,7 @@ func (c *cluster) addLogic() *logicNode {
 			chat.New(chat.Config{Store: cs}),
 			danmaku.New(danmaku.Config{CountInterval: time.Hour}), // no online-count pushes in these tests
 		},
+		Middleware: c.middleware,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,13 +4,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/bus"
 	"github.com/switchboard-io/switchboard/logic/bus/buslat"
 	"github.com/switchboard-io/switchboard/logic/plugins/chat"
@@ -39,6 +42,24 @@ func TestChatRoundTripLatency(t *testing.T) {
 	)
 	c := newCluster(t)
 	e1, e2 := c.addEdge(), c.addEdge()
+	var hmu sync.Mutex
+	hstart, hend := map[string]time.Time{}, map[string]time.Time{} // frame id → handler start / end
+	c.middleware = []logic.Middleware{func(next logic.Handler) logic.Handler {
+		return func(ctx context.Context, lc *logic.Context) error {
+			if lc.Type != chat.TypeSend {
+				return next(ctx, lc)
+			}
+			start := time.Now()
+			err := next(ctx, lc)
+			end := time.Now()
+			hmu.Lock()
+			if _, ok := hstart[lc.ID]; !ok {
+				hstart[lc.ID], hend[lc.ID] = start, end
+			}
+			hmu.Unlock()
+			return err
+		}
+	}}
 	c.addLogic()
 
 	// Pulsar's own figure first, on a topic of this run's namespace, with the bus's defaults
@@ -103,7 +124,42 @@ func TestChatRoundTripLatency(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range [][]time.Duration{rtt, ack, reply} {
+	// Per hop, from the same timestamps: sender write → handler start (edge 1, Pulsar upstream),
+	// handler start → end (Redis append, deliveries published and accepted by the broker),
+	// handler start → edge 2 handles the envelope (append + Pulsar downstream), edge 2 →
+	// receiver read (local fanout and the socket).
+	frameOf := make(map[string]string, len(ids)) // cmid → frame id
+	for id, cmid := range ids {
+		frameOf[cmid] = id
+	}
+	var up, handler, down, last []time.Duration
+	e2.tap.each(func(d *protocol.Downstream, at time.Time) {
+		if d.Frame.Type != chat.TypeMsg {
+			return
+		}
+		var m chat.Message
+		if json.Unmarshal(d.Frame.Data, &m) != nil || !measured(m.CMID) {
+			return
+		}
+		hmu.Lock()
+		hs, ok := hstart[frameOf[m.CMID]]
+		he := hend[frameOf[m.CMID]]
+		hmu.Unlock()
+		if !ok {
+			return
+		}
+		up = append(up, hs.Sub(sent[m.CMID]))
+		handler = append(handler, he.Sub(hs))
+		down = append(down, at.Sub(hs))
+		for _, r := range receivers {
+			for _, f := range r.frames(func(f frame) bool {
+				return f.Type == chat.TypeMsg && strings.Contains(string(f.Data), `"cmid":"`+m.CMID+`"`)
+			}) {
+				last = append(last, f.at.Sub(at))
+			}
+		}
+	})
+	for _, s := range [][]time.Duration{rtt, ack, reply, up, handler, down, last} {
 		slices.Sort(s)
 	}
 	pr2 := probe(t, c) // again after the chat run: how much the box moved meanwhile
@@ -115,6 +171,8 @@ func TestChatRoundTripLatency(t *testing.T) {
 		len(rtt), pairs, rate, pct(rtt, 50), pct(rtt, 90), pct(rtt, 99), pct(rtt, 100))
 	t.Logf("sender: edge ack (bus accepted) p50 %s p99 %s; plugin reply p50 %s p99 %s",
 		pct(ack, 50), pct(ack, 99), pct(reply, 50), pct(reply, 99))
+	t.Logf("hops p50/p99: write→logic handler %s/%s; handler (append+publish) %s/%s; handler start→edge 2 %s/%s; edge 2→receiver read %s/%s",
+		pct(up, 50), pct(up, 99), pct(handler, 50), pct(handler, 99), pct(down, 50), pct(down, 99), pct(last, 50), pct(last, 99))
 	t.Logf("goal: chat p50 ≤ 2×%.2f+2 = %.2fms, p99 ≤ 30ms", pr.P50, 2*pr.P50+2)
 	if len(rtt) != n {
 		t.Errorf("received %d measured messages, want %d", len(rtt), n)
