@@ -66,7 +66,9 @@ type Config struct {
 	// upstream topic. Zero means "sb-logic".
 	Subscription string
 	// Consumers is how many consumers this replica opens on the subscription: the number of
-	// frames it handles in parallel (each user's frames stay in order). Zero means 4.
+	// frames it handles in parallel (each user's frames stay in order). A frame holds its
+	// consumer until its deliveries are accepted by the broker (a few ms), so this bounds a
+	// replica's throughput (TestPulsarThroughput). Zero means 16.
 	Consumers int
 	// HandlerTimeout bounds one event's handling including its publishes. Zero means 10s.
 	HandlerTimeout time.Duration
@@ -93,7 +95,7 @@ func (c *Config) fill() error {
 		c.Subscription = "sb-logic"
 	}
 	if c.Consumers == 0 {
-		c.Consumers = 4
+		c.Consumers = 16
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 10 * time.Second
@@ -272,14 +274,28 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}
 	}
-	for range r.cfg.Consumers {
+	// A broker that is down or slow to create the topic (it just started, or it is overloaded)
+	// is waited for with capped backoff: a replica must come up by itself once the bus does.
+	backoff := 100 * time.Millisecond
+	for len(subs) < r.cfg.Consumers {
 		s, err := r.cfg.Bus.Subscribe(ctx, topic, r.cfg.Subscription,
 			bus.SubOptions{Mode: bus.KeyShared, NackDelay: r.cfg.NackDelay}, r.handle)
-		if err != nil {
+		if err == nil {
+			subs = append(subs, s)
+			continue
+		}
+		if !errors.Is(err, bus.ErrUnavailable) || ctx.Err() != nil {
 			closeSubs()
 			return fmt.Errorf("logic: subscribe %s: %w", topic, err)
 		}
-		subs = append(subs, s)
+		r.cfg.Logger.Warn("logic: bus unavailable, retrying subscribe", "topic", topic, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			closeSubs()
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 	close(r.ready)
 	var wg sync.WaitGroup
