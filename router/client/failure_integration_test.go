@@ -213,8 +213,9 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 // TestServiceDataLoss: Redis loses the presence data (every key of the store, as a FLUSHALL
 // does) under three running edges of 1000 connections. Each edge sees ErrLeaseLost at its next
 // Renew or Apply, registers again and Syncs; presence is whole again, as seen by logic through
-// its cached client, within one renewal interval (lease/3) + the Sync (bound with slack: lease/3 + 3s), and no
-// client reconnects.
+// its cached client, within one renewal interval (lease/3) + the Sync, and no client
+// reconnects. Typical: 1.0-1.4s; the test deadline, lease/3 + 6s, leaves slack for a machine
+// at load 20.
 func TestServiceDataLoss(t *testing.T)        { testServiceDataLoss(t, "SB_REDIS_ADDR") }
 func TestServiceDataLossCluster(t *testing.T) { testServiceDataLoss(t, "SB_REDIS_CLUSTER_ADDRS") }
 
@@ -284,7 +285,7 @@ func testServiceDataLoss(t *testing.T, env string) {
 	if err != nil || !resynced {
 		t.Fatalf("Apply after data loss: resynced=%v err=%v, want ErrLeaseLost and a resync", resynced, err)
 	}
-	bound := lease/3 + 3*time.Second // typical: about lease/3 (see the log line); slack for a loaded machine
+	bound := lease/3 + 6*time.Second // typical: about lease/3 (see the log line); slack for a loaded machine
 	waitFor(t, bound, "presence whole after data loss", whole)
 	took := time.Since(lost)
 	for _, e := range edges {

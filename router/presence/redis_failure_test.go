@@ -307,7 +307,7 @@ func testFlushAll(t *testing.T, env string) {
 	flushed := time.Now()
 	// One renewal interval + register/sync + refresh, with slack for a loaded machine. Typical:
 	// about ttl/3 (see the log line).
-	bound := ttl/3 + 3*time.Second
+	bound := ttl/3 + 6*time.Second
 	took := waitUntil(t, bound, "presence whole after FLUSHALL", whole)
 	for _, e := range edges {
 		e.mu.Lock()
