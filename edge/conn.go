@@ -572,6 +572,7 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 	wc.id = l.seq<<loopBits | uint64(l.idx)
 	wc.user = user
 	wc.state = connOpen
+	wc.need = 0
 	if proto {
 		wc.flags |= flagProto
 	}

@@ -173,13 +173,18 @@ func (l *loop) handshake(wc *wsConn) {
 	if err != nil || len(buf) == 0 {
 		return
 	}
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	// wc.need remembers how far earlier chunks were scanned, so a request trickling in byte
+	// by byte is not rescanned from the start each time.
+	from := max(0, min(int(wc.need), len(buf))-3)
+	end := bytes.Index(buf[from:], []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(buf) > cfg.MaxHeaderBytes {
 			l.httpError(wc, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 		}
+		wc.need = int32(min(len(buf), cfg.MaxHeaderBytes+1))
 		return
 	}
+	end += from
 	n := end + 4
 	if n > cfg.MaxHeaderBytes {
 		l.httpError(wc, http.StatusRequestHeaderFieldsTooLarge, "request header too large")

@@ -262,3 +262,23 @@ func TestLongHeaderLineWithinLimit(t *testing.T) {
 		t.Fatalf("status %d %s", status, body)
 	}
 }
+
+// TestHandshakeTrickle feeds the request one byte per read: the scan resumes where it stopped.
+func TestHandshakeTrickle(t *testing.T) {
+	s, l := newFakeLoop(t, testConfig())
+	defer s.cancel()
+	fc := &fakeConn{keep: true}
+	l.accept(fc)
+	wc := fc.ctx.(*wsConn)
+	req := upgradeRequest("/ws?user=slow") + string(frame(0x81, []byte(`{"type":"x","id":"1"}`), false))
+	for i := 0; i < len(req); i++ {
+		fc.in = append(fc.in, req[i])
+		l.onTraffic(wc)
+	}
+	if wc.state != connOpen {
+		t.Fatalf("state %d, wrote %q", wc.state, fc.out)
+	}
+	if !strings.Contains(string(fc.out), `"welcome"`) || !strings.Contains(string(fc.out), `"error","id":"1"`) {
+		t.Fatalf("wrote %q", fc.out)
+	}
+}
