@@ -50,13 +50,36 @@ func namespace(t *testing.T, admin string) string {
 	if res.StatusCode/100 != 2 {
 		t.Fatalf("create namespace %s: HTTP %d", ns, res.StatusCode)
 	}
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, strings.TrimRight(admin, "/")+"/admin/v2/namespaces/"+ns+"?force=true", nil)
+	t.Cleanup(func() { deleteNamespace(t, admin, ns) })
+	return ns
+}
+
+// deleteNamespace removes ns's topics and then ns (the standalone broker refuses a forced
+// namespace delete). Best effort: it runs after the edges stopped.
+func deleteNamespace(t *testing.T, admin, ns string) {
+	base := strings.TrimRight(admin, "/") + "/admin/v2/"
+	del := func(path string) {
+		req, _ := http.NewRequest(http.MethodDelete, base+path, nil)
 		if res, err := http.DefaultClient.Do(req); err == nil {
 			res.Body.Close()
+			if res.StatusCode/100 != 2 && res.StatusCode != http.StatusNotFound {
+				t.Logf("cleanup: DELETE %s: HTTP %d", path, res.StatusCode)
+			}
 		}
-	})
-	return ns
+	}
+	res, err := http.Get(base + "namespaces/" + ns + "/topics")
+	if err != nil {
+		return
+	}
+	var topics []string
+	_ = json.NewDecoder(res.Body).Decode(&topics)
+	res.Body.Close()
+	for _, tp := range topics {
+		if rest, ok := strings.CutPrefix(tp, "persistent://"); ok {
+			del("persistent/" + rest + "?force=true")
+		}
+	}
+	del("namespaces/" + ns)
 }
 
 type frame struct {

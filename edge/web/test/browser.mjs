@@ -22,7 +22,7 @@ if (!base) {
 }
 const baseB = process.env.SB_HTTP_URL_B || base;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const TIMEOUT = Number(process.env.SB_BROWSER_TIMEOUT || 15000);
+const TIMEOUT = Number(process.env.SB_BROWSER_TIMEOUT || 30000); // generous: a loaded 2-core box
 
 const results = [];
 async function check(name, fn) {
