@@ -41,7 +41,7 @@ export function client(user, opts = {}) {
 }
 
 /** Resolves with the args of the next `type` event for which pred(...args) is true. */
-export function next(sb, type, pred = () => true, timeout = 5000) {
+export function next(sb, type, pred = () => true, timeout = 15000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
@@ -57,7 +57,7 @@ export function next(sb, type, pred = () => true, timeout = 5000) {
 }
 
 /** Polls fn until it returns truthy or the deadline passes. */
-export async function eventually(fn, what, timeout = 5000) {
+export async function eventually(fn, what, timeout = 15000) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await fn();
