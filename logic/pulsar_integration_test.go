@@ -470,3 +470,57 @@ func TestPulsarLatency(t *testing.T) {
 	t.Logf("  chat A→logic+Redis→B       p50 %-9v p99 %v", p(chatLat, .5), p(chatLat, .99))
 	t.Logf("  goal: p50 ≤ 2×%v+2ms = %v, p99 ≤ 30ms", p(raw, .5), 2*p(raw, .5)+2*time.Millisecond)
 }
+
+// TestPulsarThroughput measures one replica's echo throughput on a real broker for several
+// Config.Consumers: each consumer handles one frame at a time and a frame waits for its
+// deliveries to be accepted by the broker before it is acknowledged, so consumers bound the
+// replica's parallelism. Logged, never asserted.
+func TestPulsarThroughput(t *testing.T) {
+	url, _ := pulsarNS(t)
+	edgeBus := newPulsar(t, url)
+	t.Cleanup(func() { _ = edgeBus.Close() })
+	pres, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pres.Close() })
+	ctx := context.Background()
+	const frames, users = 4000, 400
+	for _, consumers := range []int{4, 16, 64} {
+		_, ns := pulsarNS(t) // a fresh upstream topic: no frames of the previous round
+		edge := fmt.Sprint("tp", consumers)
+		got := make(chan struct{}, frames)
+		s, err := edgeBus.Subscribe(ctx, protocol.EdgeTopic(ns, edge), edge, bus.SubOptions{Mode: bus.Exclusive},
+			func(context.Context, *bus.Delivery) error { got <- struct{}{}; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		logicBus := newPulsar(t, url)
+		_, stop := startReplica(t, logic.Config{Bus: logicBus, Presence: pres, Namespace: ns,
+			Subscription: "sub-" + edge, Consumers: consumers, Plugins: []logic.Plugin{echo.Plugin{}}})
+		start := time.Now()
+		for i := range frames {
+			user := fmt.Sprint("u", i%users)
+			payload := protocol.AppendUpstream(nil, &protocol.Upstream{Kind: protocol.UpMessage, Edge: edge, Epoch: 1,
+				Conn: uint64(i%users + 1), User: user, Type: echo.Type, ID: fmt.Sprint(i), Data: []byte(`"x"`)})
+			edgeBus.Publish(ctx, protocol.UpstreamTopic(ns), bus.Message{Key: user, Payload: payload}, func(err error) {
+				if err != nil {
+					t.Errorf("publish: %v", err)
+				}
+			})
+		}
+		for i := range frames {
+			select {
+			case <-got:
+			case <-time.After(time.Minute):
+				t.Fatalf("consumers=%d: %d of %d replies", consumers, i, frames)
+			}
+		}
+		el := time.Since(start)
+		t.Logf("consumers=%-3d %d echo frames from %d users in %v: %.0f frames/s", consumers, frames, users,
+			el.Round(time.Millisecond), frames/el.Seconds())
+		stop()
+		_ = logicBus.Close()
+		_ = s.Close()
+	}
+}

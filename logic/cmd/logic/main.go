@@ -58,7 +58,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats (SB_LOGIC_ADMIN)")
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
 	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
-	fs.IntVar(&o.consumers, "consumers", 4, "upstream consumers in this replica (frames handled in parallel)")
+	fs.IntVar(&o.consumers, "consumers", 16, "upstream consumers in this replica (frames handled in parallel)")
 	fs.Float64Var(&o.rate, "rate", 50, "per-user frames per second over all types (burst 2x)")
 	fs.DurationVar(&o.batching, "batching-delay", 0, "Pulsar producer batching delay; 0 = the bus default (1ms), negative disables")
 	if err := fs.Parse(args); err != nil {
