@@ -69,6 +69,9 @@ type Config struct {
 	CacheSize int
 	// EventBuffer is the capacity of each Events channel. Zero means 4096.
 	EventBuffer int
+	// SyncChunk is the largest number of connections sent in one call by Sync (see Sync).
+	// Zero means 10000.
+	SyncChunk int
 	// Logger receives rare diagnostics (event watch reconnects, rate-limited). Nil means silent.
 	Logger *slog.Logger
 }
@@ -101,7 +104,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Addr == "" && cfg.Conn == nil {
 		return nil, fmt.Errorf("router/client: config: empty Addr: %w", presence.ErrInvalid)
 	}
-	if cfg.CallTimeout < 0 || cfg.CacheSize < 0 || cfg.EventBuffer < 0 {
+	if cfg.CallTimeout < 0 || cfg.CacheSize < 0 || cfg.EventBuffer < 0 || cfg.SyncChunk < 0 {
 		return nil, fmt.Errorf("router/client: config: negative value: %w", presence.ErrInvalid)
 	}
 	if cfg.CallTimeout == 0 {
@@ -115,6 +118,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.EventBuffer == 0 {
 		cfg.EventBuffer = 4096
+	}
+	if cfg.SyncChunk == 0 {
+		cfg.SyncChunk = 10000
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -243,8 +249,57 @@ func (c *Client) Apply(ctx context.Context, edge string, epoch uint64, ops []pre
 	return wire.Error(cctx, "apply "+edge, err)
 }
 
-// Sync implements presence.Store.
+// Sync implements presence.Store. A state of more than SyncChunk connections is sent as a
+// Sync of the first SyncChunk connections (with their rooms) followed by Applies of the rest
+// (connect + joins, SyncChunk connections per call): the same end state, with every call far
+// below gRPC's message limit and within CallTimeout. While the calls run, the part not sent
+// yet is not visible; for the usual anti-entropy Sync (a fresh epoch after ErrLeaseLost) that
+// only means the edge's users come online in a few steps. The edge must not Apply
+// concurrently with its own Sync.
 func (c *Client) Sync(ctx context.Context, edge string, epoch uint64, conns []presence.Conn, rooms map[string][]uint64) error {
+	chunk := c.cfg.SyncChunk
+	if len(conns) <= chunk {
+		return c.sync(ctx, edge, epoch, conns, rooms)
+	}
+	for i := range conns {
+		if conns[i].User == "" {
+			return fmt.Errorf("router/client: sync %s: conn %d without user: %w", edge, conns[i].ConnID, presence.ErrInvalid)
+		}
+	}
+	member := make(map[uint64][]string, len(conns))
+	for r, ids := range rooms {
+		for _, id := range ids {
+			member[id] = append(member[id], r)
+		}
+	}
+	first := conns[:chunk]
+	firstRooms := make(map[string][]uint64)
+	for _, cn := range first {
+		for _, r := range member[cn.ConnID] {
+			firstRooms[r] = append(firstRooms[r], cn.ConnID)
+		}
+	}
+	if err := c.sync(ctx, edge, epoch, first, firstRooms); err != nil {
+		return err
+	}
+	for rest := conns[chunk:]; len(rest) > 0; {
+		n := min(len(rest), chunk)
+		ops := make([]presence.Op, 0, 2*n)
+		for _, cn := range rest[:n] {
+			ops = append(ops, presence.Op{Kind: presence.OpConnect, ConnID: cn.ConnID, User: cn.User, Meta: cn.Meta, At: cn.ConnectedAt})
+			for _, r := range member[cn.ConnID] {
+				ops = append(ops, presence.Op{Kind: presence.OpJoin, ConnID: cn.ConnID, Room: r})
+			}
+		}
+		if err := c.Apply(ctx, edge, epoch, ops); err != nil {
+			return fmt.Errorf("router/client: sync %s: %w", edge, err)
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+func (c *Client) sync(ctx context.Context, edge string, epoch uint64, conns []presence.Conn, rooms map[string][]uint64) error {
 	cctx, cancel, err := c.callCtx(ctx)
 	if err != nil {
 		return err

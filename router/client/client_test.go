@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -117,5 +118,51 @@ func TestTraceContextPropagated(t *testing.T) {
 	}
 	if got := <-spy.seen; got != tid {
 		t.Fatalf("store saw trace %s, want %s", got, tid)
+	}
+}
+
+// A Sync larger than SyncChunk is sent in pieces and ends in the same state as one Sync.
+func TestSyncChunked(t *testing.T) {
+	ctx := context.Background()
+	c, _ := serve(t, newMemory(t), client.Config{SyncChunk: 3, CacheTTL: -1})
+	ep, err := c.Register(ctx, "e", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Previous state that the Sync must replace.
+	if err := c.Apply(ctx, "e", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 99, User: "old"}, {Kind: presence.OpJoin, ConnID: 99, Room: "r0"}}); err != nil {
+		t.Fatal(err)
+	}
+	var conns []presence.Conn
+	rooms := map[string][]uint64{}
+	var users []string
+	for i := 1; i <= 10; i++ {
+		u := fmt.Sprintf("u%d", i)
+		users = append(users, u)
+		conns = append(conns, presence.Conn{ConnID: uint64(i), User: u, Meta: map[string]string{"i": u}})
+		rooms[fmt.Sprintf("r%d", i%3)] = append(rooms[fmt.Sprintf("r%d", i%3)], uint64(i))
+		rooms["all"] = append(rooms["all"], uint64(i))
+	}
+	rooms["all"] = append(rooms["all"], 1000) // unknown conn: ignored
+	if err := c.Sync(ctx, "e", ep, conns, rooms); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.ResolveUsers(ctx, append(users, "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 10 || m["u7"][0].Meta["i"] != "u7" {
+		t.Fatalf("resolve after chunked sync: %d users %+v", len(m), m["u7"])
+	}
+	counts, err := c.RoomCounts(ctx, []string{"r0", "r1", "r2", "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"r0": 3, "r1": 4, "r2": 3, "all": 10}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Fatalf("room counts %v, want %v", counts, want)
+	}
+	if err := c.Sync(ctx, "e", ep, append(conns, presence.Conn{ConnID: 50}), nil); !errors.Is(err, presence.ErrInvalid) {
+		t.Fatalf("chunked sync with a conn without user: %v", err)
 	}
 }
