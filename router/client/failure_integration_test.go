@@ -47,8 +47,9 @@ func (e *simEdge) start(ctx context.Context, t *testing.T) (stop func()) {
 				return
 			case <-tick.C:
 			}
-			if err := e.c.Renew(ctx, e.id, e.current()); errors.Is(err, presence.ErrLeaseLost) {
-				_ = e.resync(ctx) // retried at the next tick on failure
+			ep := e.current()
+			if err := e.c.Renew(ctx, e.id, ep); errors.Is(err, presence.ErrLeaseLost) {
+				_ = e.resyncFrom(ctx, ep) // retried at the next tick on failure
 			}
 		}
 	}()
@@ -64,16 +65,32 @@ func (e *simEdge) current() uint64 {
 // apply reports ops; on ErrLeaseLost it re-registers and Syncs (the ops are part of the
 // edge's state already, so the Sync carries them).
 func (e *simEdge) apply(ctx context.Context, ops []presence.Op) (resynced bool, err error) {
-	err = e.c.Apply(ctx, e.id, e.current(), ops)
+	ep := e.current()
+	err = e.c.Apply(ctx, e.id, ep, ops)
 	if errors.Is(err, presence.ErrLeaseLost) {
-		return true, e.resync(ctx)
+		return true, e.resyncFrom(ctx, ep)
 	}
 	return false, err
+}
+
+// resyncFrom re-registers and Syncs unless the edge already left epoch from (another
+// goroutine of the edge saw the loss first).
+func (e *simEdge) resyncFrom(ctx context.Context, from uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.epoch != from {
+		return nil
+	}
+	return e.resyncLocked(ctx)
 }
 
 func (e *simEdge) resync(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.resyncLocked(ctx)
+}
+
+func (e *simEdge) resyncLocked(ctx context.Context) error {
 	ep, err := e.c.Register(ctx, e.id, e.ttl)
 	if err != nil {
 		return err

@@ -55,18 +55,32 @@ func (e *fakeEdge) start(ctx context.Context, t *testing.T) (stop func()) {
 			e.mu.Unlock()
 			err := e.s.Renew(ctx, e.id, ep)
 			if errors.Is(err, presence.ErrLeaseLost) {
-				_ = e.resync(ctx) // retried at the next tick on failure
+				_ = e.resyncFrom(ctx, ep) // retried at the next tick on failure
 			}
 		}
 	}()
 	return func() { cancel(); <-done }
 }
 
-// resync holds e.mu throughout, so a test can keep the edge from re-syncing while it
-// makes Redis lose data (see flushAll).
+// resyncFrom re-registers and Syncs unless the edge already left epoch from. resync and
+// resyncFrom hold e.mu throughout, so a test can keep the edge from re-syncing while it makes
+// Redis lose data (see flushAll).
+func (e *fakeEdge) resyncFrom(ctx context.Context, from uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.epoch != from {
+		return nil
+	}
+	return e.resyncLocked(ctx)
+}
+
 func (e *fakeEdge) resync(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.resyncLocked(ctx)
+}
+
+func (e *fakeEdge) resyncLocked(ctx context.Context) error {
 	ep, err := e.s.Register(ctx, e.id, e.ttl)
 	if err != nil {
 		return err
@@ -291,7 +305,7 @@ func testFlushAll(t *testing.T, env string) {
 			return err
 		}
 		if on.Connections != 3000 || on.Users != 3000 {
-			return fmt.Errorf("online %+v", on.Connections)
+			return fmt.Errorf("online: %d conns, %d users", on.Connections, on.Users)
 		}
 		return nil
 	}
