@@ -71,7 +71,8 @@ type Config struct {
 	// never production's.
 	CheckPaid func(ctx context.Context, user, room string, amount int64) error
 	// AllowJoin, when set, may refuse a join with an error (a *protocol.Error reaches the
-	// client as is). Nil lets everyone join every room.
+	// client as is). Nil lets everyone join every room — rooms are one namespace shared by all
+	// plugins, so a deployment that also uses rooms for private deliveries must set it.
 	AllowJoin func(ctx context.Context, user, room string) error
 }
 
