@@ -66,6 +66,9 @@ var (
 	ErrFull = errors.New("bus: publish queue full")
 	// ErrUnavailable wraps failures to reach the broker: the message was NOT accepted.
 	ErrUnavailable = errors.New("bus: unavailable")
+	// ErrBusy is returned by Subscribe when an Exclusive subscription already has its consumer
+	// (e.g. a previous life of the same edge that the broker has not yet seen go).
+	ErrBusy = errors.New("bus: exclusive subscription has a consumer")
 )
 
 // Message is what a producer publishes.

@@ -206,7 +206,7 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mode == Exclusive && len(s.consumers) > 0 {
-		return nil, fmt.Errorf("bus: subscribe %s/%s: exclusive subscription has a consumer", topic, sub)
+		return nil, fmt.Errorf("bus: subscribe %s/%s: %w", topic, sub, ErrBusy)
 	}
 	if s.nackDelay != nack {
 		s.nackDelay = nack // the latest consumer's setting wins, as the options of one sub should agree

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -346,6 +347,9 @@ func (b *Pulsar) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 	}
 	pc, err := b.client.Subscribe(co)
 	if err != nil {
+		if strings.Contains(err.Error(), "ConsumerBusy") { // the client has no typed error for it
+			return nil, fmt.Errorf("bus: subscribe %s/%s: %w: %w", topic, sub, ErrBusy, err)
+		}
 		return nil, fmt.Errorf("%w: subscribe %s/%s: %w", ErrUnavailable, topic, sub, err)
 	}
 	cctx, cancel := context.WithCancel(ctx)

@@ -740,6 +740,9 @@ func (s *suite) exclusive(t *testing.T) {
 		_ = sb.Close()
 		t.Fatal("second consumer of an exclusive subscription accepted")
 	}
+	if !errors.Is(err, bus.ErrBusy) || errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("second exclusive consumer: %v, want ErrBusy", err)
+	}
 }
 
 // failover: one active consumer gets everything; when it closes, the standby takes over.
