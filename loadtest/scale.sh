@@ -67,7 +67,7 @@ done
 pids="$(IFS=,; echo "${PIDS[*]}")"
 echo "scale: $EDGES edges ($pids), $CONNS connections, $per_edge per edge" >&2
 "$WORK/wsload" -scenario idle -protocol switchboard -label "switchboard ×$EDGES" -target "$urls" -pid "$pids" \
-  -conns "$CONNS" -per-worker 18000 -fork -connect-rate "$RATE" -settle 3s -hold "$HOLD" \
+  -conns "$CONNS" -per-worker 18000 -fork -connect-rate "$RATE" -retries 3 -settle 3s -hold "$HOLD" \
   -dial-timeout 30s -max-duration 10m -out "$OUT/raw/scale-$CONNS.json"
 }
 main "$@"

@@ -53,6 +53,7 @@ func run() int {
 	flag.IntVar(&cfg.Size, "size", 100, "message text size in bytes (≥ 24)")
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "fanout, chat: how long to send")
 	flag.DurationVar(&cfg.Grace, "grace", 5*time.Second, "fanout, chat: max wait for deliveries after sending stops (ends early when all arrived)")
+	flag.IntVar(&cfg.Retries, "retries", 0, "idle, fanout, reconnect set-up: retry a failed connection this many times (jittered backoff)")
 	flag.DurationVar(&cfg.DialTimeout, "dial-timeout", 15*time.Second, "one dial + handshake + set-up step")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 15*time.Minute, "hard bound of the whole run")
 	flag.StringVar(&cfg.Room, "room", "", "fanout room (default lt-room)")

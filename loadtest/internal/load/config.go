@@ -83,6 +83,9 @@ type Config struct {
 	// Grace bounds the wait for deliveries after sending stops (the wait ends as soon as
 	// everything expected arrived). Zero means 5s.
 	Grace time.Duration
+	// Retries is how many times set-up retries a connection whose dial or set-up failed
+	// (idle, fanout, reconnect). Zero means none.
+	Retries int
 	// DialTimeout bounds one connection's dial and handshake. Zero means 15s.
 	DialTimeout time.Duration
 	// MaxDuration bounds the whole run; the run fails when it is exceeded. Zero means 15m.
@@ -235,6 +238,7 @@ type workerConfig struct {
 	Size        int           `json:"size"`
 	Duration    time.Duration `json:"duration"`
 	DialTimeout time.Duration `json:"dial_timeout"`
+	Retries     int           `json:"retries,omitempty"`
 	Reconnect   bool          `json:"reconnect,omitempty"`
 	Room        string        `json:"room"`
 	JoinType    string        `json:"join_type,omitempty"`

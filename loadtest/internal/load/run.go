@@ -34,8 +34,9 @@ type Result struct {
 	Requested int64 `json:"requested"` // connections asked for
 	Connected int64 `json:"connected"` // peak open connections (set up and live)
 	Dialed    int64 `json:"dialed"`
-	Failed    int64 `json:"failed"`  // dials or set-up steps that failed
-	Dropped   int64 `json:"dropped"` // connections closed by the server or the network mid-run
+	Failed    int64 `json:"failed"`            // connections that never came up (reconnect: failed redials)
+	Retried   int64 `json:"retried,omitempty"` // failed set-up attempts that were retried (-retries)
+	Dropped   int64 `json:"dropped"`           // connections closed by the server or the network mid-run
 
 	// Messages (fanout, chat).
 	Sent     int64   `json:"sent"`
@@ -295,6 +296,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		r := h.result
 		res.Dialed += r.Dialed
 		res.Failed += r.Failed
+		res.Retried += r.Retried
 		res.Dropped += r.Dropped
 		res.Sent += r.Sent
 		res.Received += r.Recv
@@ -373,7 +375,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 func plan(cfg Config) []workerConfig {
 	base := workerConfig{Scenario: cfg.Scenario, Protocol: cfg.Protocol, Targets: cfg.Targets,
 		SourceIPs: cfg.SourceIPs, Concurrency: cfg.Concurrency, Heartbeat: cfg.Heartbeat,
-		Rate: cfg.Rate, Size: cfg.Size, Duration: cfg.Duration, DialTimeout: cfg.DialTimeout,
+		Rate: cfg.Rate, Size: cfg.Size, Duration: cfg.Duration, DialTimeout: cfg.DialTimeout, Retries: cfg.Retries,
 		Room: cfg.Room, JoinType: cfg.JoinType, SendType: cfg.SendType, JWTSecret: cfg.JWTSecret, RunID: cfg.RunID}
 	total, per := cfg.Conns, cfg.PerWorker
 	if cfg.Scenario == ScenarioChat {
@@ -686,8 +688,8 @@ func (c *coord) printProgress() {
 // Summary renders a result as a few human-readable lines.
 func Summary(r *Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "== %s / %s: connected %d of %d (failed %d, dropped %d) in %.1fs (loadavg %s → %s)\n",
-		r.Scenario, r.Label, r.Connected, r.Requested, r.Failed, r.Dropped, r.ElapsedMs/1000, r.LoadAvg[0], r.LoadAvg[1])
+	fmt.Fprintf(&b, "== %s / %s: connected %d of %d (failed %d, retried %d, dropped %d) in %.1fs (loadavg %s → %s)\n",
+		r.Scenario, r.Label, r.Connected, r.Requested, r.Failed, r.Retried, r.Dropped, r.ElapsedMs/1000, r.LoadAvg[0], r.LoadAvg[1])
 	if r.Expected > 0 || r.Sent > 0 {
 		fmt.Fprintf(&b, "   sent %d, received %d of %d expected, lost %d (%.3f%%)\n",
 			r.Sent, r.Received, r.Expected, r.Lost, r.LossPct)

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -94,5 +95,28 @@ func TestHistRoundTrip(t *testing.T) {
 	g := importHist(s)
 	if g.TotalCount() != 5 || g.Max() != h.Max() || g.ValueAtQuantile(50) != h.ValueAtQuantile(50) {
 		t.Fatalf("round trip: n=%d max=%d p50=%d", g.TotalCount(), g.Max(), g.ValueAtQuantile(50))
+	}
+}
+
+func TestOpenWithRetries(t *testing.T) {
+	w := &worker{cfg: workerConfig{Retries: 2}}
+	attempts := 0
+	fail := func() error { attempts++; w.failed.Add(1); return errTimeout }
+	w.openWithRetries(context.Background(), fail)
+	if attempts != 3 || w.failed.Load() != 1 || w.retried.Load() != 2 {
+		t.Fatalf("attempts %d failed %d retried %d, want 3/1/2", attempts, w.failed.Load(), w.retried.Load())
+	}
+	attempts = 0
+	ok := func() error {
+		attempts++
+		if attempts < 2 {
+			w.failed.Add(1)
+			return errTimeout
+		}
+		return nil
+	}
+	w.openWithRetries(context.Background(), ok)
+	if attempts != 2 || w.failed.Load() != 1 || w.retried.Load() != 3 {
+		t.Fatalf("attempts %d failed %d retried %d, want 2/1/3", attempts, w.failed.Load(), w.retried.Load())
 	}
 }

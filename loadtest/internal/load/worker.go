@@ -39,6 +39,7 @@ type event struct {
 	Recv      int64                  `json:"recv"`
 	Pongs     int64                  `json:"pongs"`
 	Reconn    int64                  `json:"reconnected,omitempty"`
+	Retried   int64                  `json:"retried,omitempty"`
 	ElapsedMs float64                `json:"elapsed_ms,omitempty"`
 	Errors    map[string]int64       `json:"errors,omitempty"`
 	Lat       *hdrhistogram.Snapshot `json:"lat,omitempty"`
@@ -51,8 +52,8 @@ type worker struct {
 	out *json.Encoder
 	omu sync.Mutex
 
-	open, dialed, failed, dropped, sent, recv, pongs, reconnected atomic.Int64
-	stopping                                                      atomic.Bool
+	open, dialed, failed, dropped, sent, recv, pongs, reconnected, retried atomic.Int64
+	stopping                                                               atomic.Bool
 
 	emu  sync.Mutex
 	errs map[string]int64
@@ -206,7 +207,7 @@ func (w *worker) emit(ev event) {
 func (w *worker) snapshot(kind string) event {
 	ev := event{Ev: kind, W: w.cfg.Index, Open: w.open.Load(), Dialed: w.dialed.Load(),
 		Failed: w.failed.Load(), Dropped: w.dropped.Load(), Sent: w.sent.Load(), Recv: w.recv.Load(),
-		Pongs: w.pongs.Load(), Reconn: w.reconnected.Load()}
+		Pongs: w.pongs.Load(), Reconn: w.reconnected.Load(), Retried: w.retried.Load()}
 	w.emu.Lock()
 	if len(w.errs) > 0 {
 		ev.Errors = make(map[string]int64, len(w.errs))
@@ -278,10 +279,28 @@ func (w *worker) setupConns(ctx context.Context, n int, join bool) {
 			if join {
 				role = "m"
 			}
-			_ = w.openClient(ctx, &client{key: g, user: w.userName(role, g)}, g, join, false)
+			w.openWithRetries(ctx, func() error {
+				return w.openClient(ctx, &client{key: g, user: w.userName(role, g)}, g, join, false)
+			})
 		}()
 	}
 	wg.Wait()
+}
+
+// openWithRetries runs open up to 1+Retries times with jittered backoff (200 ms doubling).
+// A failed attempt that is retried moves from the failed count to the retried count, so
+// Failed counts the connections that never came up.
+func (w *worker) openWithRetries(ctx context.Context, open func() error) {
+	backoff := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		if open() == nil || attempt >= w.cfg.Retries || ctx.Err() != nil {
+			return
+		}
+		w.failed.Add(-1)
+		w.retried.Add(1)
+		time.Sleep(backoff/2 + time.Duration(rand.Int64N(int64(backoff))))
+		backoff *= 2
+	}
 }
 
 // setupPairs opens both sides of every chat pair, each side on a different target.
