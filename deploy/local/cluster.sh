@@ -43,6 +43,7 @@ start_proc() {
     log "$name already running"
     return 0
   fi
+  rm -f "$DIR/$name.pid"
   setsid bash -c 'echo $$ >"$0"; '"$CLOSE_FDS"'; exec "$@"' "$DIR/$name.pid" "$@" \
     </dev/null >"$DIR/$name.log" 2>&1 &
   wait_until 10 "$name pid file" test -s "$DIR/$name.pid" || die "$name did not start"
