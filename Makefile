@@ -15,7 +15,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 export SB_STATE_DIR ?= $(CURDIR)/.run
 
-.PHONY: all build run test test-all unit bench fuzz lint ci services-up services-down install \
+.PHONY: all build run test test-all test-web test-cluster unit bench fuzz lint ci services-up services-down install \
 	cluster cluster-down cluster-status \
 	$(MODULES:%=build/%) $(MODULES:%=test/%) $(MODULES:%=unit/%) $(MODULES:%=bench/%) \
 	$(MODULES:%=fuzz/%) $(MODULES:%=lint/%)
@@ -39,7 +39,17 @@ install:
 test: install
 	./deploy/local/with-services.sh $(MAKE) --no-print-directory test-all
 
-test-all: $(MODULES:%=test/%)
+test-all: $(MODULES:%=test/%) test-web test-cluster
+
+# test-web: the JS client's Node tests and the headless-Chromium browser test against the
+# embedded binary (edge/web/run-tests.sh builds, starts and stops it).
+test-web:
+	./edge/web/run-tests.sh
+
+# test-cluster: the same tests through HAProxy against the real cluster (2 edges, 2 logic, router,
+# Redis, Pulsar); needs the services (make test starts them).
+test-cluster:
+	./deploy/local/test-cluster.sh
 
 # A module with no packages yet is skipped; one that does not build fails.
 $(MODULES:%=test/%): test/%:

@@ -132,7 +132,9 @@ down() {
     pattern="$(pattern_of "$name")"
     stop_pidfile "$DIR/$name.pid" "$pattern" "$name" 30
   done
-  "$HERE/services.sh" down
+  # SB_CLUSTER_KEEP_SERVICES=1 (test-cluster.sh inside make test): the services belong to the
+  # with-services.sh run around it.
+  [[ "${SB_CLUSTER_KEEP_SERVICES:-}" == 1 ]] || "$HERE/services.sh" down
 }
 
 status() {
