@@ -5,6 +5,12 @@
 #   loadtest/compare.sh                       # all targets, all scenarios, default sizes
 #   loadtest/compare.sh --targets hub,centrifugo --scenarios fanout --fanout-members 2000
 #   loadtest/compare.sh --quick               # small, fast smoke run
+#   loadtest/compare.sh --scenarios bigroom --big-room 20000 --targets switchboard
+#
+# Scenarios: idle, fanout, chat, storm, reconnect (the default list) and bigroom (opt-in: one
+# room of --big-room members, 1 msg/s for 5 s). Sizes: --idle-conns, --fanout-members,
+# --publishers, --fanout-rate, --size, --duration, --chat-pairs, --chat-rate, --storm-conns,
+# --reconnect-conns, --hold. Arguments after -- go to every wsload run.
 #
 # Targets (each started fresh per scenario on its own port, measured by pid, then stopped):
 #   switchboard          embedded Switchboard: $SWITCHBOARD_CMD, or a binary built from
@@ -35,6 +41,7 @@ CHAT_PAIRS=500
 CHAT_RATE=1000
 STORM_CONNS=3000
 RECONNECT_CONNS=3000
+BIG_ROOM=20000 # the "bigroom" scenario: one room of this many members, 1 msg/s for 5 s
 HOLD=15s
 OUT=""
 EXTRA=()
@@ -55,6 +62,7 @@ while [ $# -gt 0 ]; do
     --chat-rate) CHAT_RATE="$2"; shift 2 ;;
     --storm-conns) STORM_CONNS="$2"; shift 2 ;;
     --reconnect-conns) RECONNECT_CONNS="$2"; shift 2 ;;
+    --big-room) BIG_ROOM="$2"; shift 2 ;;
     --hold) HOLD="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --quick) IDLE_CONNS=500; FANOUT_MEMBERS=300; CHAT_PAIRS=100; CHAT_RATE=200; STORM_CONNS=500; RECONNECT_CONNS=500
@@ -237,6 +245,10 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
   echo "  command); clients redial with exponential backoff (50 ms doubling to 2 s, full jitter)."
   echo "  *all connected* = the slowest client's drop → welcome; *failed* = failed redials;"
   echo "  *handshakes per CPU-s* = reconnections ÷ CPU of the new process since it started."
+  case ",$SCENARIOS," in *,bigroom,*)
+    echo "- bigroom: one room of $BIG_ROOM members, 1 msg/s for 5 s (the 20,000-member p99 goal); rows"
+    echo "  labelled \"room=$BIG_ROOM\" in the fanout table." ;;
+  esac
   echo "- Shared 2-core box: absolute rates are modest and vary between runs; compare systems within"
   echo "  one run. Figures of a skipped target are absent, never estimated."
   echo
@@ -274,6 +286,8 @@ for t in "${TLIST[@]}"; do
       fanout) args=(-conns "$FANOUT_MEMBERS" -publishers "$PUBLISHERS" -rate "$FANOUT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       chat)   args=(-pairs "$CHAT_PAIRS" -rate "$CHAT_RATE" -size "$SIZE" -duration "$DURATION") ;;
       storm)  args=(-conns "$STORM_CONNS") ;;
+      bigroom) # not in the default list: $BIG_ROOM connections at once is a load of its own
+        args=(-conns "$BIG_ROOM" -publishers 1 -rate 1 -size "$SIZE" -duration 5s -retries 2 -connect-rate 2000) ;;
       reconnect)
         if [ ! -x "$WORK/restart.sh" ]; then
           say "skip $t/reconnect: no way to restart it (cluster: set SWITCHBOARD_CLUSTER_RESTART_CMD)"; stop_target; continue
@@ -282,7 +296,9 @@ for t in "${TLIST[@]}"; do
       *) say "unknown scenario $s"; stop_target; continue ;;
     esac
     [ "$t" = switchboard-cluster ] && args+=("${CLUSTER_ARGS[@]}")
-    cmdline=(wsload -scenario "$s" -protocol "$PROTO" -label "$t" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")
+    sc="$s"; label="$t"
+    [ "$s" = bigroom ] && sc=fanout && label="$t room=$BIG_ROOM"
+    cmdline=(wsload -scenario "$sc" -protocol "$PROTO" -label "$label" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")
     shown="$(echo "${cmdline[*]}" | sed 's/-jwt-secret [^ ]*/-jwt-secret <cluster secret>/')"
     say "$shown"
     echo "    $shown" >> "$META"
