@@ -566,7 +566,7 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 		args = append(args, strconv.Itoa(int(op.Kind)), strconv.FormatUint(op.ConnID, 10), s2)
 	}
 	keys := []string{s.kLease(edge), s.kEdge(edge, epoch, "c"), s.kEdge(edge, epoch, "m"), s.kEdge(edge, epoch, "r")}
-	res, err := s.run(ctx, scriptApply, keys, args...).StringSlice()
+	out, err := s.run(ctx, scriptApply, keys, args...).Text()
 	if err != nil {
 		if strings.Contains(err.Error(), "LEASELOST") {
 			return fmt.Errorf("presence: edge %s epoch %d: %w", edge, epoch, ErrLeaseLost)
@@ -585,6 +585,10 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 			order = append(order, u)
 		}
 		uo.args = append(uo.args, a...)
+	}
+	res, perr := parseApplyResult(out)
+	if perr != nil {
+		return fmt.Errorf("presence: apply: %w: %w", ErrUnavailable, perr)
 	}
 	for i := 0; i+2 < len(res); i += 3 {
 		switch res[i] {
@@ -614,6 +618,35 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 		}
 	}
 	return s.writeGlobal(ctx, edge, epoch, users, order, rooms, roomOrder, now)
+}
+
+// parseApplyResult splits scriptApply's result into kind, field, field triples.
+func parseApplyResult(out string) ([]string, error) {
+	res := make([]string, 0, 24)
+	field := func() (string, bool) {
+		i := strings.IndexByte(out, ':')
+		if i <= 0 {
+			return "", false
+		}
+		l, err := strconv.Atoi(out[:i])
+		if err != nil || l < 0 || i+1+l > len(out) {
+			return "", false
+		}
+		f := out[i+1 : i+1+l]
+		out = out[i+1+l:]
+		return f, true
+	}
+	for len(out) > 0 {
+		kind := out[:1]
+		out = out[1:]
+		a, ok1 := field()
+		b, ok2 := field()
+		if !ok1 || !ok2 {
+			return nil, errors.New("malformed apply script result")
+		}
+		res = append(res, kind, a, b)
+	}
+	return res, nil
 }
 
 // writeGlobal pipelines the user and room index changes and publishes the resulting events.

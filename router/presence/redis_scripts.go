@@ -38,13 +38,16 @@ return 0
 
 // scriptApply: KEYS lease, conns (c), memberships (m), room counts (r) of one edge/epoch;
 // ARGV epoch, then triples kind, conn id, user-or-room. Checks the lease, applies the ops to
-// the edge's own keys and returns the global effects as triples:
+// the edge's own keys and returns the global effects as one string of records, each a kind
+// byte and two length-prefixed fields ("c3:1270:" = kind c, "127", ""):
 //
-//	'c', op index, ''     connection added or refreshed: write the user index entry
-//	'd', conn id, user    connection removed: delete the user index entry
-//	'j', room, ''         +1 member of room on this edge
-//	'l', room, ''         -1 member of room on this edge
+//	c, op index, ''     connection added or refreshed: write the user index entry
+//	d, conn id, user    connection removed: delete the user index entry
+//	j, room, ''         +1 member of room on this edge
+//	l, room, ''         -1 member of room on this edge
 //
+// (One bulk string instead of an array of three strings per op: cheaper to build in Redis and
+// to parse here.)
 // Room lists in m are length-prefixed ("4:room"), so any room name is safe.
 var scriptApply = redis.NewScript(`
 local lease = redis.call('GET', KEYS[1])
@@ -52,7 +55,7 @@ if not lease or string.match(lease, '^(%d+):') ~= ARGV[1] then
   return redis.error_reply('LEASELOST')
 end
 local out, n = {}, 0
-local function emit(a, b, c) out[n+1] = a; out[n+2] = b; out[n+3] = c; n = n + 3 end
+local function emit(a, b, c) n = n + 1; out[n] = a .. #b .. ':' .. b .. #c .. ':' .. c end
 local function parse(rs)
   local t, p = {}, 1
   while p <= #rs do
@@ -143,7 +146,7 @@ for _, room in ipairs(rorder) do
   local d = rdelta[room]
   if d ~= 0 and redis.call('HINCRBY', KEYS[4], room, d) <= 0 then redis.call('HDEL', KEYS[4], room) end
 end
-return out
+return table.concat(out)
 `)
 
 // scriptUser: KEYS user index; ARGV triples 'a'|'d', field, value. The field "on" marks a user
