@@ -5,7 +5,7 @@
 import ws from 'k6/ws';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { errors, env, frame, params, parseStamp, stamp, texts } from './lib.js';
+import { errors, env, frame, params, parseStamp, stamp, texts, userURL } from './lib.js';
 
 const PAIRS = env('PAIRS', 100);
 const RATE = env('RATE_PER_PAIR', 2);
@@ -35,10 +35,6 @@ export const options = {
   },
 };
 
-function url(base, user) {
-  return `${base}${base.includes('?') ? '&' : '?'}user=${encodeURIComponent(user)}`;
-}
-
 // setup runs once: every VU must agree on the user names of a pair (the init context runs per
 // VU, so a random prefix there would differ between A and B).
 export function setup() {
@@ -52,7 +48,7 @@ export default function (data) {
   const me = `${PREFIX}-${isA ? 'a' : 'b'}${pair}`;
   const peer = `${PREFIX}-${isA ? 'b' : 'a'}${pair}`;
   let welcomed = false;
-  const res = ws.connect(url(isA ? URL_A : URL_B, me), params, (socket) => {
+  const res = ws.connect(userURL(me, isA ? URL_A : URL_B), params, (socket) => {
     socket.on('message', (m) => {
       const f = JSON.parse(m);
       if (f.type === 'welcome') {

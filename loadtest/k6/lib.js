@@ -5,10 +5,14 @@
 //   SB_JOIN     frame type that joins a room (default room.join)
 //   SB_SEND     frame type that sends to a room (default danmaku.send)
 //   SB_ROOM     room name (default k6-room)
+//   SB_TOKEN_URL  when set (make cluster: http://127.0.0.1:8090/auth/dev-token), each VU fetches
+//               a token for its user there ({"token":…}) and connects with ?token= instead of
+//               the dev ?user= (the cluster's edges require tokens)
 //
 // Frames follow Switchboard's client protocol v1, JSON form (protocol/doc.go). Room deliveries
 // are accepted both merged ("danmaku.batch" {items:[{text}]}) and one per frame (any type whose
 // data has "text"), so the same scripts run against Switchboard and the naive hub.
+import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 
 export const URL = __ENV.SB_URL || 'ws://127.0.0.1:8080/ws';
@@ -25,9 +29,18 @@ export function env(name, def) {
   return v === undefined || v === '' ? def : Number(v);
 }
 
-export function userURL(user) {
-  const sep = URL.includes('?') ? '&' : '?';
-  return `${URL}${sep}user=${encodeURIComponent(user)}`;
+const TOKEN_URL = __ENV.SB_TOKEN_URL || '';
+
+// userURL is the URL user connects to on base (default SB_URL): ?user= in dev mode, ?token=
+// (fetched from SB_TOKEN_URL) when tokens are required.
+export function userURL(user, base) {
+  const b = base || URL;
+  const sep = b.includes('?') ? '&' : '?';
+  if (!TOKEN_URL) return `${b}${sep}user=${encodeURIComponent(user)}`;
+  const res = http.get(`${TOKEN_URL}${TOKEN_URL.includes('?') ? '&' : '?'}user=${encodeURIComponent(user)}`);
+  const token = res.status === 200 ? res.json('token') : '';
+  if (!token) errors.add(1);
+  return `${b}${sep}token=${encodeURIComponent(token)}`;
 }
 
 export const params = { headers: { 'Sec-WebSocket-Protocol': 'switchboard.v1.json' } };

@@ -20,9 +20,10 @@ export const options = {
 };
 
 export default function () {
+  const url = userURL(`${PREFIX}-s${__VU}`); // a token fetch (SB_TOKEN_URL) is not part of the handshake time
   const t0 = Date.now();
   let welcomed = false;
-  const res = ws.connect(userURL(`${PREFIX}-s${__VU}`), params, (socket) => {
+  const res = ws.connect(url, params, (socket) => {
     socket.on('message', (m) => {
       const f = JSON.parse(m);
       if (f.type === 'welcome' && !welcomed) {

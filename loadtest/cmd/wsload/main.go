@@ -60,6 +60,7 @@ func run() int {
 	flag.StringVar(&cfg.JoinType, "join-type", "", "frame type that joins a room (default room.join)")
 	flag.StringVar(&cfg.SendType, "send-type", "", "frame type that sends to a room (default danmaku.send)")
 	flag.StringVar(&cfg.JWTSecret, "jwt-secret", os.Getenv("SB_JWT_SECRET"), "switchboard: sign HS256 tokens (sub = user) with this secret instead of ?user= (default $SB_JWT_SECRET)")
+	flag.StringVar(&cfg.JWTAudience, "jwt-audience", os.Getenv("SB_JWT_AUDIENCE"), "aud claim of the -jwt-secret tokens (default $SB_JWT_AUDIENCE)")
 	var restartCmd string
 	flag.StringVar(&restartCmd, "restart-cmd", "", "reconnect: shell command that restarts the target; its last stdout line may list the new pids")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file ('-' for stdout)")

@@ -97,6 +97,8 @@ type Config struct {
 	JoinType, SendType string
 	// JWTSecret (switchboard): clients authenticate with HS256 tokens instead of ?user=.
 	JWTSecret string
+	// JWTAudience is those tokens' aud claim. Empty means none.
+	JWTAudience string
 	// RunID prefixes user names. Empty means a value derived from the start time.
 	RunID string
 	// WorkerCommand is the program and leading arguments that run a worker; "-worker" is
@@ -244,5 +246,6 @@ type workerConfig struct {
 	JoinType    string        `json:"join_type,omitempty"`
 	SendType    string        `json:"send_type,omitempty"`
 	JWTSecret   string        `json:"jwt_secret,omitempty"`
+	JWTAudience string        `json:"jwt_audience,omitempty"`
 	RunID       string        `json:"run_id"`
 }

@@ -376,7 +376,7 @@ func plan(cfg Config) []workerConfig {
 	base := workerConfig{Scenario: cfg.Scenario, Protocol: cfg.Protocol, Targets: cfg.Targets,
 		SourceIPs: cfg.SourceIPs, Concurrency: cfg.Concurrency, Heartbeat: cfg.Heartbeat,
 		Rate: cfg.Rate, Size: cfg.Size, Duration: cfg.Duration, DialTimeout: cfg.DialTimeout, Retries: cfg.Retries,
-		Room: cfg.Room, JoinType: cfg.JoinType, SendType: cfg.SendType, JWTSecret: cfg.JWTSecret, RunID: cfg.RunID}
+		Room: cfg.Room, JoinType: cfg.JoinType, SendType: cfg.SendType, JWTSecret: cfg.JWTSecret, JWTAudience: cfg.JWTAudience, RunID: cfg.RunID}
 	total, per := cfg.Conns, cfg.PerWorker
 	if cfg.Scenario == ScenarioChat {
 		total, per = cfg.Pairs, cfg.PerWorker/2

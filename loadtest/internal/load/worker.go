@@ -90,7 +90,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(line, &cfg); err != nil {
 		return fmt.Errorf("load: worker config: %w", err)
 	}
-	ad, err := wire.For(cfg.Protocol, wire.Options{JoinType: cfg.JoinType, SendType: cfg.SendType, JWTSecret: []byte(cfg.JWTSecret)})
+	ad, err := wire.For(cfg.Protocol, wire.Options{JoinType: cfg.JoinType, SendType: cfg.SendType, JWTSecret: []byte(cfg.JWTSecret), JWTAudience: cfg.JWTAudience})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	MaxMessage int64
 	// Logger receives start/stop lines. Nil means silent.
 	Logger *slog.Logger
+	// JWTSecret, when set, requires an HS256 token (?token=, sub = the user) instead of the
+	// dev ?user=, so handshake costs compare with auth included, and serves dev tokens at
+	// /auth/dev-token?user=<id> ({"token":…}) for k6's token mode.
+	JWTSecret []byte
 }
 
 // Hub is the naive baseline server.
@@ -128,6 +133,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc(h.cfg.Path, h.serveWS)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	if len(h.cfg.JWTSecret) > 0 {
+		mux.HandleFunc("GET /auth/dev-token", h.devToken)
+	}
 	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- h.srv.Serve(h.ln) }()
@@ -172,6 +180,13 @@ func (h *Hub) Conns() int {
 
 func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	user := r.URL.Query().Get("user")
+	if len(h.cfg.JWTSecret) > 0 {
+		var err error
+		if user, err = h.verify(r.URL.Query().Get("token")); err != nil {
+			http.Error(w, "naivehub: "+err.Error(), http.StatusUnauthorized)
+			return
+		}
+	}
 	if user == "" {
 		http.Error(w, "naivehub: ?user= required", http.StatusUnauthorized)
 		return
@@ -363,4 +378,35 @@ func (h *Hub) drop(c *conn) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+func (h *Hub) verify(token string) (string, error) {
+	if token == "" {
+		return "", errors.New("?token= required")
+	}
+	var c jwt.RegisteredClaims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return h.cfg.JWTSecret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired())
+	if err != nil {
+		return "", fmt.Errorf("bad token: %w", err)
+	}
+	return c.Subject, nil
+}
+
+// devToken issues an HS256 token for ?user= (valid one hour): a test stand-in for a login.
+func (h *Hub) devToken(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		http.Error(w, "naivehub: ?user= required", http.StatusBadRequest)
+		return
+	}
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: user,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}).SignedString(h.cfg.JWTSecret)
+	if err != nil {
+		http.Error(w, "naivehub: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"token": tok})
 }

@@ -124,3 +124,43 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("join without room: %+v", f)
 	}
 }
+
+func TestTokenAuth(t *testing.T) {
+	h := New(Config{Addr: "127.0.0.1:0", JWTSecret: []byte("k")})
+	if err := h.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + h.Addr()
+	resp, err := http.Get(base + "/auth/dev-token?user=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Token string }
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || body.Token == "" {
+		t.Fatalf("dev token: %v", err)
+	}
+	ws := "ws://" + h.Addr() + "/ws"
+	if _, r, err := websocket.DefaultDialer.Dial(ws+"?user=alice", nil); err == nil || r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("dev user accepted in token mode: %v", err)
+	}
+	if _, r, err := websocket.DefaultDialer.Dial(ws+"?token=garbage", nil); err == nil || r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bad token accepted: %v", err)
+	}
+	c, _, err := websocket.DefaultDialer.Dial(ws+"?token="+body.Token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f := read(t, c)
+	var d map[string]string
+	_ = json.Unmarshal(f.Data, &d)
+	if f.Type != "welcome" || d["user"] != "alice" {
+		t.Fatalf("welcome %+v", f)
+	}
+}

@@ -112,11 +112,13 @@ type Options struct {
 	// JWTSecret, when set, makes Switchboard clients present an HS256 token (sub = the user,
 	// valid for a day) as ?token= instead of the dev ?user=, so handshakes include auth.
 	JWTSecret []byte
+	// JWTAudience is the token's aud claim. Empty means none.
+	JWTAudience string
 }
 
 // For returns the adapter named name.
 func For(name string, o Options) (Adapter, error) {
-	sb := Switchboard{JoinType: o.JoinType, SendType: o.SendType, JWTSecret: o.JWTSecret}
+	sb := Switchboard{JoinType: o.JoinType, SendType: o.SendType, JWTSecret: o.JWTSecret, JWTAudience: o.JWTAudience}
 	switch name {
 	case "switchboard", "":
 		return sb, nil
@@ -133,9 +135,10 @@ func For(name string, o Options) (Adapter, error) {
 
 // Switchboard speaks client protocol v1 (JSON form). The zero value uses the danmaku routes.
 type Switchboard struct {
-	JoinType  string // empty: danmaku.join
-	SendType  string // empty: danmaku.send
-	JWTSecret []byte // set: ?token=<HS256 JWT> instead of ?user=
+	JoinType    string // empty: danmaku.join
+	SendType    string // empty: danmaku.send
+	JWTSecret   []byte // set: ?token=<HS256 JWT> instead of ?user=
+	JWTAudience string // the token's aud claim, if any
 }
 
 var _ Adapter = Switchboard{}
@@ -147,11 +150,15 @@ func (s Switchboard) URL(base, user string) (string, error) {
 		return withQuery(base, "user", user)
 	}
 	now := time.Now()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+	claims := jwt.RegisteredClaims{
 		Subject:   user,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(24 * time.Hour)),
-	}).SignedString(s.JWTSecret)
+	}
+	if s.JWTAudience != "" {
+		claims.Audience = jwt.ClaimStrings{s.JWTAudience}
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.JWTSecret)
 	if err != nil {
 		return "", fmt.Errorf("wire: sign token: %w", err)
 	}

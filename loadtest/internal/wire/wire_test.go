@@ -119,7 +119,7 @@ func TestForUnknown(t *testing.T) {
 
 func TestSwitchboardTokenURL(t *testing.T) {
 	secret := []byte("s3cret")
-	a, _ := For("switchboard", Options{JWTSecret: secret})
+	a, _ := For("switchboard", Options{JWTSecret: secret, JWTAudience: "switchboard"})
 	u, err := a.URL("ws://127.0.0.1:1/ws", "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestSwitchboardTokenURL(t *testing.T) {
 	}
 	var claims jwt.RegisteredClaims
 	if _, err := jwt.ParseWithClaims(pu.Query().Get("token"), &claims, func(*jwt.Token) (any, error) { return secret, nil },
-		jwt.WithValidMethods([]string{"HS256"})); err != nil || claims.Subject != "alice" {
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithAudience("switchboard")); err != nil || claims.Subject != "alice" {
 		t.Fatalf("token: %v, sub %q", err, claims.Subject)
 	}
 	plain, _ := For("switchboard", Options{})
