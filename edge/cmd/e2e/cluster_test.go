@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -83,6 +84,7 @@ type cluster struct {
 	t          testing.TB
 	ns         string
 	pulsarURL  string
+	adminURL   string
 	rdb        *redis.Client
 	store      *presence.RedisStore
 	routerAddr string
@@ -96,6 +98,7 @@ func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	c := &cluster{t: t, pulsarURL: need(t, "SB_PULSAR_URL")}
 	admin := need(t, "SB_PULSAR_ADMIN_URL")
+	c.adminURL = strings.TrimRight(admin, "/")
 	raddr := need(t, "SB_REDIS_ADDR")
 	c.ns = namespace(t, admin)
 
@@ -560,4 +563,69 @@ func (c *cluster) waitOnline(user string, n int) {
 		m, err := c.store.ResolveUsers(context.Background(), []string{user})
 		return err == nil && len(m[user]) == n
 	})
+}
+
+// topicStats returns the broker's stats of a persistent topic (for failure reports).
+func (c *cluster) topicStats(topic string) string {
+	path := strings.Replace(topic, "persistent://", "/admin/v2/persistent/", 1) + "/stats"
+	res, err := http.Get(c.adminURL + path)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	return string(b)
+}
+
+// subStats summarises a subscription's broker stats: backlog, messages waiting in the replay
+// queue, unacknowledged messages, consumers and their draining hashes.
+func (c *cluster) subStats(topic, sub string) string {
+	var st struct {
+		Subscriptions map[string]struct {
+			MsgBacklog      int64 `json:"msgBacklog"`
+			MsgInReplay     int64 `json:"msgInReplay"`
+			UnackedMessages int64 `json:"unackedMessages"`
+			Consumers       []struct {
+				Name     string `json:"consumerName"`
+				Permits  int64  `json:"availablePermits"`
+				Unacked  int64  `json:"unackedMessages"`
+				Draining int64  `json:"drainingHashesCount"`
+			} `json:"consumers"`
+		} `json:"subscriptions"`
+	}
+	raw := c.topicStats(topic)
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return raw
+	}
+	s, ok := st.Subscriptions[sub]
+	if !ok {
+		return "no subscription " + sub
+	}
+	out := fmt.Sprintf("backlog %d, in replay %d, unacked %d, %d consumers:", s.MsgBacklog, s.MsgInReplay, s.UnackedMessages, len(s.Consumers))
+	for _, k := range s.Consumers {
+		out += fmt.Sprintf(" [%s permits %d unacked %d draining %d]", k.Name, k.Permits, k.Unacked, k.Draining)
+	}
+	return out
+}
+
+// cursorStats summarises the broker's internal state of a subscription's cursor.
+func (c *cluster) cursorStats(topic, sub string) string {
+	path := strings.Replace(topic, "persistent://", "/admin/v2/persistent/", 1) + "/internalStats"
+	res, err := http.Get(c.adminURL + path)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	var st struct {
+		Cursors map[string]map[string]any `json:"cursors"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+		return err.Error()
+	}
+	cur := st.Cursors[sub]
+	var parts []string
+	for _, k := range []string{"markDeletePosition", "readPosition", "waitingReadOp", "pendingReadOps", "messagesConsumedCounter", "state"} {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, cur[k]))
+	}
+	return strings.Join(parts, " ")
 }

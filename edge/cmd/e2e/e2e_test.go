@@ -312,12 +312,54 @@ func TestLogicReplicaKilledMidStream(t *testing.T) {
 	}
 	// Every acknowledged frame gets the plugin's reply (from the survivor if need be).
 	seqOf := map[int]uint64{}
+	replied := func(i int) []frame {
+		return a.frames(func(f frame) bool { return f.ID == ids[i] && (f.Type == chat.TypeSend || f.Type == protocol.TypeError) })
+	}
+	waitReplies := func(d time.Duration) (missing int) {
+		deadline := time.Now().Add(d)
+		for i := range n {
+			for acked[i] && len(replied(i)) == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if acked[i] && len(replied(i)) == 0 {
+				missing++
+			}
+		}
+		return missing
+	}
+	if missing := waitReplies(10 * time.Second); missing > 0 {
+		// Seen with Pulsar 4.0.8 standalone in about one run in seven or eight: the dead
+		// replica's unacknowledged frames sit in the subscription's replay queue, every
+		// consumer has permits, and the broker dispatches them to nobody (compare
+		// apache/pulsar#23845, #24736). Not lost: they are still in the backlog.
+		up := protocol.UpstreamTopic(c.ns)
+		t.Logf("BROKER STALL: %d acknowledged frames unanswered 10s after the kill; upstream subscription: %s; cursor: %s; survivor %+v, victim %+v",
+			missing, c.subStats(up, "sb-logic"), c.cursorStats(up, "sb-logic"), survivor.rt.Stats(), victim.rt.Stats())
+		nudge := a.send(chat.TypeConvs, map[string]any{}) // one more frame on the topic
+		if missing := waitReplies(5 * time.Second); missing > 0 {
+			t.Logf("BROKER STALL: a new frame on the topic did not release them (%d unanswered): %s", missing, c.subStats(up, "sb-logic"))
+			// What a supervisor does with a dead replica: start another. New consumers join the
+			// subscription.
+			c.addLogic()
+			if missing := waitReplies(20 * time.Second); missing > 0 {
+				t.Fatalf("BROKER STALL: %d acknowledged frames still unanswered 20s after a new replica joined; upstream subscription: %s; cursor: %s",
+					missing, c.subStats(up, "sb-logic"), c.cursorStats(up, "sb-logic"))
+			}
+			t.Logf("BROKER STALL: a replacement replica joining released them")
+		} else {
+			t.Logf("BROKER STALL: a new frame on the topic released them")
+		}
+		a.reply(chat.TypeConvs, nudge)
+	}
 	for i := range n {
 		if !acked[i] {
 			continue
 		}
-		r := decode[sendReply](t, a.reply(chat.TypeSend, ids[i]))
-		seqOf[i] = r.Seq
+		f := replied(i)[0]
+		if f.Type == protocol.TypeError {
+			t.Fatalf("message %d answered with error %d %s", i, f.Code, f.Message)
+		}
+		seqOf[i] = decode[sendReply](t, f).Seq
 	}
 	var prev uint64
 	for i := range n {
