@@ -16,7 +16,7 @@ BENCHTIME ?= 1s
 export SB_STATE_DIR ?= $(CURDIR)/.run
 
 .PHONY: all build run test test-all test-web test-cluster unit bench fuzz lint ci services-up services-down install \
-	cluster cluster-down cluster-status \
+	cluster cluster-down cluster-status bench-compare \
 	$(MODULES:%=build/%) $(MODULES:%=test/%) $(MODULES:%=unit/%) $(MODULES:%=bench/%) \
 	$(MODULES:%=fuzz/%) $(MODULES:%=lint/%)
 
@@ -84,6 +84,12 @@ cluster-down:
 
 cluster-status:
 	./deploy/local/cluster.sh status
+
+# bench-compare: the same load scenarios against Switchboard (embedded, and the cluster when
+# `make cluster` runs), Centrifugo v5.4.9 and a naive gorilla/websocket hub, one run; writes
+# loadtest/results/<date>/. ARGS=--quick for a smoke run.
+bench-compare: install
+	./deploy/local/with-services.sh ./loadtest/compare.sh $(ARGS)
 
 services-up:
 	./deploy/local/services.sh up
