@@ -265,7 +265,13 @@ func TestSyncAfterReconnectReturnsExactlyTheMissed(t *testing.T) {
 // (no more publishes, acks or nacks; its consumers and client closed). Every message alice's
 // edge acknowledged (the bus accepted it) is stored and reaches bob — live or through
 // chat.sync — with sequence numbers in alice's sending order, none lost, none stored twice.
-func TestLogicReplicaKilledMidStream(t *testing.T) {
+func TestLogicReplicaKilledMidStream(t *testing.T) { replicaLoss(t, false) }
+
+// TestLogicReplicaShutdownMidStream is the same with a graceful Shutdown of the replica (a
+// rolling deploy): its in-flight frames finish, the rest is redelivered to the other.
+func TestLogicReplicaShutdownMidStream(t *testing.T) { replicaLoss(t, true) }
+
+func replicaLoss(t *testing.T, graceful bool) {
 	const n = 150
 	c := newCluster(t)
 	e1, e2 := c.addEdge(), c.addEdge()
@@ -291,9 +297,14 @@ func TestLogicReplicaKilledMidStream(t *testing.T) {
 			if l2.bus.handledFor(alice) > l1.bus.handledFor(alice) {
 				victim, survivor = l2, l1
 			}
-			t.Logf("killing the replica that handled %d of alice's frames (the other: %d) after %d sent",
-				victim.bus.handledFor(alice), survivor.bus.handledFor(alice), i+1)
-			victim.kill()
+			t.Logf("stopping (graceful %v) the replica that handled %d of alice's frames (the other: %d) after %d sent",
+				graceful, victim.bus.handledFor(alice), survivor.bus.handledFor(alice), i+1)
+			if graceful {
+				victim.killed.Store(true)
+				go func() { _ = victim.rt.Shutdown(context.Background()); close(victim.closed) }()
+			} else {
+				victim.kill()
+			}
 		}
 	}
 
