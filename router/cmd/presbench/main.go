@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -61,23 +62,33 @@ func run() error {
 			_ = c.Deregister(ctx, r.name, r.epoch.Load())
 		}
 	}()
-	// Heartbeats, as edges do (lease/3).
+	// Heartbeats, as edges do: each edge renews its own lease every lease/3 and registers
+	// again if it lost it (then its next batches go to the new epoch).
 	hbCtx, hbStop := context.WithCancel(ctx)
-	defer hbStop()
-	go func() {
-		t := time.NewTicker(presence.DefaultLeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
+	var hbWG sync.WaitGroup
+	defer func() { hbStop(); hbWG.Wait() }()
+	var lost atomic.Int64
+	for _, r := range regs {
+		hbWG.Add(1)
+		go func() {
+			defer hbWG.Done()
+			t := time.NewTicker(presence.DefaultLeaseTTL / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-hbCtx.Done():
+					return
+				case <-t.C:
+				}
+				if err := c.Renew(hbCtx, r.name, r.epoch.Load()); errors.Is(err, presence.ErrLeaseLost) {
+					lost.Add(1)
+					if ep, err := c.Register(hbCtx, r.name, 0); err == nil {
+						r.epoch.Store(ep)
+					}
+				}
 			}
-			for _, r := range regs {
-				_ = c.Renew(hbCtx, r.name, r.epoch.Load())
-			}
-		}
-	}()
+		}()
+	}
 
 	var next, done, errs atomic.Int64
 	var wg sync.WaitGroup
@@ -110,8 +121,8 @@ func run() error {
 	wg.Wait()
 	el := time.Since(start).Seconds()
 	n := done.Load()
-	fmt.Printf("connect: edges=%d batch=%d: %d connects in %.1fs: %.0f connects/s, %.0f updates/s (%d failed Applies)\n",
-		*edges, *batch, n, el, float64(n)/el, float64(2*n)/el, errs.Load())
+	fmt.Printf("connect: edges=%d batch=%d: %d connects in %.1fs: %.0f connects/s, %.0f updates/s (%d failed Applies, %d leases lost)\n",
+		*edges, *batch, n, el, float64(n)/el, float64(2*n)/el, errs.Load(), lost.Load())
 
 	total := next.Load()
 	if n == 0 {
