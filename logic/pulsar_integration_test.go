@@ -351,8 +351,15 @@ func TestPulsarLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pres.Close() })
+	var hmu sync.Mutex
+	handled := map[string][]time.Duration{} // handler time per frame type (Redis included, publishes not)
 	startReplica(t, logic.Config{Bus: logicBus, Presence: pres, Namespace: ns,
-		Plugins: []logic.Plugin{echo.Plugin{}, chat.New(chat.Config{Store: redisChatStore(t)})}})
+		Plugins: []logic.Plugin{echo.Plugin{}, chat.New(chat.Config{Store: redisChatStore(t)})},
+		Middleware: []logic.Middleware{logic.Observe(func(typ string, d time.Duration, _ error) {
+			hmu.Lock()
+			handled[typ] = append(handled[typ], d)
+			hmu.Unlock()
+		})}})
 	ctx := context.Background()
 	// 200 frames/s from 50 senders: one user's frames are handled one at a time (Key_Shared),
 	// so a single sender at 200/s would measure queueing behind its own frames.
@@ -469,6 +476,11 @@ func TestPulsarLatency(t *testing.T) {
 	t.Logf("  echo round trip (2 hops)   p50 %-9v p99 %v", p(echoLat, .5), p(echoLat, .99))
 	t.Logf("  chat A→logic+Redis→B       p50 %-9v p99 %v", p(chatLat, .5), p(chatLat, .99))
 	t.Logf("  goal: p50 ≤ 2×%v+2ms = %v, p99 ≤ 30ms", p(raw, .5), 2*p(raw, .5)+2*time.Millisecond)
+	hmu.Lock()
+	defer hmu.Unlock()
+	if h := handled[chat.TypeSend]; len(h) > 0 {
+		t.Logf("  of which chat.send handler (Redis, presence) p50 %-9v p99 %v", p(h, .5), p(h, .99))
+	}
 }
 
 // TestPulsarThroughput measures one replica's echo throughput on a real broker for several
