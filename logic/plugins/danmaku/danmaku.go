@@ -57,6 +57,11 @@ type Config struct {
 	CountInterval time.Duration
 	// RefreshEvery pushes unchanged counts every this many intervals. Zero means 5.
 	RefreshEvery int
+	// MaxAge sheds ordinary danmaku that waited longer than this since the edge received them
+	// (a backlog after an outage or under overload): live chatter that late is noise, and
+	// fanning it out would delay the fresh ones. The sender gets ErrTimeout. Paid and
+	// moderator danmaku are delivered however late. Zero means 10s; negative never sheds.
+	MaxAge time.Duration
 	// MaxRooms bounds the rooms a replica tracks for counts. Zero means 10000.
 	MaxRooms int
 	// RoomTTL is how long a room stays tracked after the last frame touching it while its
@@ -112,6 +117,9 @@ func New(cfg Config) *Plugin {
 	}
 	if cfg.MaxRooms <= 0 {
 		cfg.MaxRooms = 10000
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 10 * time.Second
 	}
 	if cfg.RoomTTL <= 0 {
 		cfg.RoomTTL = time.Minute
@@ -254,6 +262,9 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 	// room must see. Ordinary chatter is limited per user.
 	if prio == protocol.PriorityNormal && c.Redeliveries == 0 && !p.limit.Allow(c.User) {
 		return protocol.NewError(protocol.ErrRateLimited, "")
+	}
+	if prio == protocol.PriorityNormal && p.cfg.MaxAge > 0 && !c.ReceivedAt.IsZero() && time.Since(c.ReceivedAt) > p.cfg.MaxAge {
+		return protocol.NewError(protocol.ErrTimeout, "shed: too late for a live room")
 	}
 	ts := time.Now().UnixMilli()
 	if !c.ReceivedAt.IsZero() {

@@ -141,3 +141,34 @@ func TestOnlineCounts(t *testing.T) {
 		online(e, 3)
 	}
 }
+
+func TestStaleDanmakuShed(t *testing.T) {
+	_, edges, conns := setup(t, danmaku.Config{Moderators: []string{"mod"}, CountInterval: time.Hour, MaxAge: time.Second})
+	old := time.Now().Add(-time.Minute).UnixNano()
+	for i, text := range []string{"late chatter", "late but paid", "late moderator"} {
+		e, c := edges[i%3], conns[i]
+		data := `{"room":"live","text":"` + text + `"}`
+		if i == 1 {
+			data = `{"room":"live","text":"` + text + `","paid":100}`
+		}
+		user := []string{"viewer", "paying", "mod"}[i]
+		e.Publish(&protocol.Upstream{Kind: protocol.UpMessage, Edge: e.ID, Epoch: e.Epoch, Conn: c.ID, User: user,
+			Type: danmaku.TypeSend, ID: "x", Data: []byte(data), TimeUnixNano: old})
+		f := e.ExpectReply(c, "x")
+		if shed := f.Type == protocol.TypeError && f.Code == protocol.ErrTimeout; shed != (i == 0) {
+			t.Errorf("%s: %+v", text, f)
+		}
+	}
+	for _, e := range edges {
+		for _, text := range []string{"late but paid", "late moderator"} {
+			e.Expect(func(d *protocol.Downstream) bool {
+				var m danmaku.Danmu
+				return d.Target == protocol.TargetRoom && json.Unmarshal(d.Frame.Data, &m) == nil && m.Text == text
+			}, text)
+		}
+		// The stale one was handled (and shed) before these were published.
+		if n := e.Count(func(d *protocol.Downstream) bool { return d.Target == protocol.TargetRoom }); n != 2 {
+			t.Errorf("%s: %d room envelopes, want 2 (the stale ordinary one shed)", e.ID, n)
+		}
+	}
+}
