@@ -127,7 +127,9 @@ func TestChatReachesBothDevicesOnTwoEdges(t *testing.T) {
 	}
 	// Alice's edge holds only her sending connection, which every delivery excludes.
 	t.Logf("alice's edge handled %d chat.msg envelopes for 2 messages (its only member connection is excluded)",
-		e1.tap.count(func(d *protocol.Downstream) bool { return d.Kind == protocol.DownDeliver && d.Frame.Type == chat.TypeMsg }))
+		e1.tap.count(func(d *protocol.Downstream) bool {
+			return d.Kind == protocol.DownDeliver && d.Frame.Type == chat.TypeMsg
+		}))
 	if n := len(a.frames(func(f frame) bool { return f.Type == protocol.TypeAck })); n != 2 {
 		t.Errorf("alice got %d edge acks for 2 frames", n)
 	}
