@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -114,6 +115,14 @@ type Config struct {
 	// DrainGrace is how long after the drain window connections still open are closed with
 	// 1012. Zero means 2s.
 	DrainGrace time.Duration
+
+	// TracerProvider makes the edge's spans: edge.receive and edge.publish per client frame
+	// (sampled by the provider; a frame's own traceparent is the parent, and the publish
+	// span's traceparent travels in the envelope and its protocol.PropTraceparent property),
+	// and one edge.fanout per delivery (child of Downstream.Traceparent, covering the socket
+	// writes, with the recipient count). Nil means otel's global provider, looked up per
+	// frame so one installed after New is used. A no-op provider costs nothing.
+	TracerProvider trace.TracerProvider
 
 	// Publisher carries upstream envelopes to logic. Nil means client frames are not forwarded:
 	// frames with an id are answered with an ErrUnavailable error frame.

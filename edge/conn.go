@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/binary"
+	"go.opentelemetry.io/otel/trace"
 	"strconv"
 	"sync"
 	"time"
@@ -343,13 +344,22 @@ func (l *loop) onMessage(wc *wsConn, text bool, p []byte) {
 	}
 	var tp string
 	var props map[string]string
-	if len(f.Traceparent) > 0 {
+	ctx := s.ctx
+	var receive trace.Span
+	if tr := s.trace.tracer(); tr != nil {
+		ctx, receive, req.span, tp = s.traceUpstream(tr, f, wc.user, wc.id)
+	} else if len(f.Traceparent) > 0 {
 		tp = string(f.Traceparent)
+	}
+	if tp != "" {
 		props = map[string]string{protocol.PropTraceparent: tp}
 	}
 	req.buf = protocol.AppendUpstreamFrame(req.buf[:0], s.cfg.ID, s.epoch.Load(), wc.id, wc.user, f, tp, time.Now().UnixNano())
 	s.upstream.Add(1)
-	pub.Publish(s.ctx, wc.user, req.buf, props, req.doneFn)
+	pub.Publish(ctx, wc.user, req.buf, props, req.doneFn)
+	if receive != nil {
+		receive.End()
+	}
 }
 
 // allow is the per-connection token bucket.
@@ -374,6 +384,7 @@ type pubReq struct {
 	id     string
 	buf    []byte
 	err    error
+	span   trace.Span // edge.publish, when traced; ended by done
 	doneFn func(error)
 }
 
@@ -389,7 +400,7 @@ func getReq() *pubReq {
 }
 
 func putReq(r *pubReq) {
-	r.l, r.conn, r.id, r.err = nil, 0, "", nil
+	r.l, r.conn, r.id, r.err, r.span = nil, 0, "", nil, nil
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil
 	}
@@ -399,6 +410,10 @@ func putReq(r *pubReq) {
 // done is the Publisher's completion callback: the frame's ack or error goes back to the
 // connection's loop. Frames without an id that were accepted need no answer.
 func (r *pubReq) done(err error) {
+	if r.span != nil {
+		endPublish(r.span, err)
+		r.span = nil
+	}
 	if err == nil && r.id == "" {
 		putReq(r)
 		return

@@ -43,6 +43,7 @@ type task struct {
 	d      *protocol.Downstream
 	frames *encoded
 	req    *pubReq
+	ft     *fanoutTrace // the delivery's span, when traced
 	wg     *sync.WaitGroup
 	snap   chan<- snapshot
 }
@@ -71,6 +72,8 @@ type loop struct {
 	timer     *time.Timer // WriteCoalesce > 0: delays the drain of the queue
 
 	// Owned by the loop goroutine.
+	traced   []*fanoutTrace // fanout spans delivered this turn, ended after flush
+	tracedN  []int32        // their recipients on this loop
 	spare    []task
 	conns    map[uint64]*wsConn
 	users    map[string]*wsConn // head of a chain through wsConn.nextUser
@@ -173,13 +176,25 @@ func (l *loop) runTasks(context.Context) error {
 	}
 	l.spare = q[:0]
 	l.flush()
+	if len(l.traced) > 0 {
+		// The fanout spans end after the socket writes they cover.
+		for i, ft := range l.traced {
+			ft.done(int(l.tracedN[i]), true)
+			l.traced[i] = nil
+		}
+		l.traced, l.tracedN = l.traced[:0], l.tracedN[:0]
+	}
 	return nil
 }
 
 func (l *loop) run(t *task) {
 	switch t.kind {
 	case tDeliver:
-		l.deliver(t)
+		n := l.deliver(t)
+		if t.ft != nil {
+			l.traced = append(l.traced, t.ft)
+			l.tracedN = append(l.tracedN, int32(n))
+		}
 	case tJoin, tLeave, tKick:
 		l.forTargets(t.d, func(wc *wsConn) {
 			switch t.kind {
@@ -262,7 +277,7 @@ func (l *loop) forTargets(d *protocol.Downstream, fn func(*wsConn)) {
 // per recipient. A sheddable delivery (protocol.PriorityNormal) is skipped for a connection
 // whose backlog is over ShedBytes; other classes always go out (and a connection over
 // MaxOutboundBytes is closed with 4002 by flush).
-func (l *loop) deliver(t *task) {
+func (l *loop) deliver(t *task) (written int) {
 	d := t.d
 	shedAt := -1
 	if d.Priority.Sheddable() {
@@ -278,6 +293,7 @@ func (l *loop) deliver(t *task) {
 			return
 		}
 		l.queueWrite(wc, t.frames.of(wc))
+		written++
 	}
 	switch d.Target {
 	case protocol.TargetRoom:
@@ -306,6 +322,7 @@ func (l *loop) deliver(t *task) {
 	if shed > 0 {
 		l.s.shed.Add(uint64(shed))
 	}
+	return written
 }
 
 // backlog is wc's unsent bytes: gnet's outbound buffer plus what is queued this turn.

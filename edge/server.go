@@ -140,7 +140,8 @@ type Server struct {
 	closeMu     sync.Mutex
 	closeCounts map[uint16]uint64
 
-	pres *reporter
+	pres  *reporter
+	trace *tracing
 
 	stopOnce sync.Once
 	runDone  chan struct{}
@@ -162,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		closeCounts: make(map[uint16]uint64),
 	}
 	s.auth = newAuthenticator(&s.cfg)
+	s.trace = newTracing(c.TracerProvider)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.httpSem = make(chan struct{}, c.HTTPWorkers)
 	e := uint64(time.Now().UnixNano())
@@ -514,6 +516,9 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 	case protocol.DownDeliver:
 		t.kind = tDeliver
 		t.frames = s.encodeDelivery(&d.Frame)
+		if tr := s.trace.tracer(); tr != nil {
+			t.ft = s.startFanout(tr, d)
+		}
 	case protocol.DownJoin:
 		t.kind = tJoin
 	case protocol.DownLeave:
@@ -535,13 +540,30 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 		}
 		for i, l := range *s.loops.Load() {
 			if i >= 64 || mask&(1<<i) != 0 {
-				l.enqueue(t)
+				s.enqueueTraced(l, t)
 			}
 		}
-		return nil
+	} else {
+		for _, l := range *s.loops.Load() {
+			s.enqueueTraced(l, t)
+		}
 	}
-	s.broadcastTask(t)
+	if t.ft != nil {
+		t.ft.done(0, false) // the dispatcher's reference
+	}
 	return nil
+}
+
+// enqueueTraced hands t to l, holding a reference on its fanout span until l has written.
+func (s *Server) enqueueTraced(l *loop, t task) {
+	if t.ft == nil {
+		l.enqueue(t)
+		return
+	}
+	t.ft.pending.Add(1)
+	if !l.enqueue(t) {
+		t.ft.done(0, false)
+	}
 }
 
 // encoded holds a delivery's WebSocket frame, once per codec and compression (nil when no
