@@ -277,9 +277,9 @@ esac
 # ---- run --------------------------------------------------------------------------------
 IFS=, read -r -a TLIST <<< "$TARGETS"
 IFS=, read -r -a SLIST <<< "$SCENARIOS"
-# One report, one run: results an earlier run left for these targets go, so a target skipped
-# now cannot appear with old figures (scale.sh's scale-*.json are left alone).
-for t in "${TLIST[@]}"; do rm -f "$RAW/$t"-*.json; done
+# One report, one run: results an earlier run left for these targets and scenarios go, so a
+# target skipped now cannot appear with old figures (scale.sh's scale-*.json are left alone).
+for t in "${TLIST[@]}"; do for s in "${SLIST[@]}"; do rm -f "$RAW/$t-$s.json"; done; done
 for t in "${TLIST[@]}"; do
   for s in "${SLIST[@]}"; do
     URLS=""; PIDS=""; PROTO=""
