@@ -92,6 +92,43 @@ type cluster struct {
 	edges      []*edgeNode
 	logics     []*logicNode
 	middleware []logic.Middleware // for the logic replicas added after it is set
+	timings    *timings           // when set, logic replicas time their chat appends and user lookups
+}
+
+// timings records how long the chat store's Append and presence's ResolveUsers took.
+type timings struct {
+	mu              sync.Mutex
+	append, resolve []time.Duration
+}
+
+func (tm *timings) add(dst *[]time.Duration, d time.Duration) {
+	tm.mu.Lock()
+	*dst = append(*dst, d)
+	tm.mu.Unlock()
+}
+
+type timedStore struct {
+	chat.Store
+	tm *timings
+}
+
+func (s timedStore) Append(ctx context.Context, m chat.Message, members []string) (chat.Message, bool, error) {
+	start := time.Now()
+	out, dup, err := s.Store.Append(ctx, m, members)
+	s.tm.add(&s.tm.append, time.Since(start))
+	return out, dup, err
+}
+
+type timedPresence struct {
+	logic.Presence
+	tm *timings
+}
+
+func (p timedPresence) ResolveUsers(ctx context.Context, users []string) (map[string][]presence.Conn, error) {
+	start := time.Now()
+	out, err := p.Presence.ResolveUsers(ctx, users)
+	p.tm.add(&p.tm.resolve, time.Since(start))
+	return out, err
 }
 
 func newCluster(t testing.TB) *cluster {
@@ -345,11 +382,16 @@ func (c *cluster) addLogic() *logicNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var store chat.Store = cs
+	var pres logic.Presence = rc
+	if c.timings != nil {
+		store, pres = timedStore{cs, c.timings}, timedPresence{rc, c.timings}
+	}
 	n := &logicNode{bus: &crashBus{Bus: pb}, pulsar: pb, done: make(chan error, 1), closed: make(chan struct{})}
 	rt, err := logic.New(logic.Config{
-		Bus: n.bus, Presence: rc, Namespace: c.ns,
+		Bus: n.bus, Presence: pres, Namespace: c.ns,
 		Plugins: []logic.Plugin{
-			chat.New(chat.Config{Store: cs}),
+			chat.New(chat.Config{Store: store}),
 			danmaku.New(danmaku.Config{CountInterval: time.Hour}), // no online-count pushes in these tests
 		},
 		Middleware: c.middleware,
