@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/switchboard-io/switchboard/router/api"
 	"github.com/switchboard-io/switchboard/router/internal/wire"
@@ -51,8 +54,9 @@ import (
 
 // Config configures a Client. Addr (or Conn) is required; zero values of the rest are defaults.
 type Config struct {
-	// Addr is the router's gRPC target: "host:port", or "dns:///name:port" to balance
-	// round-robin over several router replicas.
+	// Addr is the router's gRPC target: "host:port"; several comma-separated "host:port"
+	// (a static list of router replicas) or "dns:///name:port" to balance round-robin over
+	// replicas. Any replica serves any call (they share Redis).
 	Addr string
 	// Conn, when set, is used instead of dialling Addr. Not closed by Close.
 	Conn grpc.ClientConnInterface
@@ -135,7 +139,20 @@ func New(cfg Config) (*Client, error) {
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
 		}, cfg.DialOptions...)
-		cc, err := grpc.NewClient(cfg.Addr, opts...)
+		target := cfg.Addr
+		if strings.Contains(target, ",") {
+			r := manual.NewBuilderWithScheme("sbrouter")
+			var addrs []resolver.Address
+			for _, a := range strings.Split(target, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					addrs = append(addrs, resolver.Address{Addr: a})
+				}
+			}
+			r.InitialState(resolver.State{Addresses: addrs})
+			opts = append(opts, grpc.WithResolvers(r))
+			target = r.Scheme() + ":///router"
+		}
+		cc, err := grpc.NewClient(target, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("router/client: dial %s: %w", cfg.Addr, err)
 		}
