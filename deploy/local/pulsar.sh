@@ -54,6 +54,9 @@ prepare_conf() {
   # Dispatch new entries to waiting consumers at once: the default 10 ms check delay adds
   # ~5-7 ms per bus hop (apache/pulsar#10660), and a chat round trip crosses the bus twice.
   set_conf "$f" managedLedgerNewEntriesCheckDelayInMillis 0
+  # Key_Shared replay can stall after a consumer dies (apache/pulsar#23845, #24736; seen in
+  # edge/cmd/e2e's replica-kill test): let the broker detect and unblock stuck subscriptions.
+  set_conf "$f" unblockStuckSubscriptionEnabled true
 }
 
 start() {
