@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childReplicaEnv) != "" {
+		os.Exit(runChildReplica()) // the test binary re-executed as a logic replica to be killed
+	}
 	goleak.VerifyTestMain(m,
 		// pulsar-client-go v0.16.0 stops this one SendTimeout after its producer closed (see
 		// logic/bus's TestMain); only the integration tests start Pulsar producers.
