@@ -271,7 +271,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	}
 	t.Cleanup(c.stopAll)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("FAULTS_LOGS") != "" {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			for _, p := range c.procs {
@@ -470,14 +470,21 @@ func (c *cluster) restartEdge(i int) {
 	eventually(c.t, 30*time.Second, e.id+" UP in HAProxy", func() bool { return c.backendUp()[e.id] })
 }
 
-const haproxyTemplate = "../../../deploy/haproxy/haproxy.cfg.tmpl"
+// haproxyTemplate is the balancer's config as deployed; FAULTS_HAPROXY_TEMPLATE overrides it
+// (to try a changed config against these faults).
+func haproxyTemplate() string {
+	if p := os.Getenv("FAULTS_HAPROXY_TEMPLATE"); p != "" {
+		return p
+	}
+	return "../../../deploy/haproxy/haproxy.cfg.tmpl"
+}
 
 // startHAProxy renders deploy/haproxy/haproxy.cfg.tmpl for the two edges and starts
 // haproxy -db, then waits until it reports both edges UP.
 func (c *cluster) startHAProxy() {
 	t := c.t
 	t.Helper()
-	tmpl, err := os.ReadFile(haproxyTemplate)
+	tmpl, err := os.ReadFile(haproxyTemplate())
 	if err != nil {
 		t.Fatal(err)
 	}
