@@ -330,6 +330,7 @@ func (l *loop) onMessage(wc *wsConn, text bool, p []byte) {
 	}
 	wc.strikes = 0
 	s.frames.Add(1)
+	s.bytesIn.Add(uint64(len(p)))
 	pub := s.cfg.Publisher
 	if pub == nil {
 		if len(f.ID) > 0 {
@@ -509,6 +510,7 @@ func (l *loop) writeVec(wc *wsConn, vec [][]byte, n int) {
 		return
 	}
 	l.s.written.Add(uint64(len(vec)))
+	l.s.bytesOut.Add(uint64(n))
 	if len(vec) == 1 {
 		_, _ = wc.c.Write(vec[0])
 	} else {

@@ -226,7 +226,7 @@ func (l *loop) handshake(wc *wsConn) {
 			l.httpError(wc, http.StatusBadRequest, "malformed request")
 			return
 		}
-		l.s.rejected.Add(1)
+		l.s.countReject(responseStatus(io.w))
 		_, _ = c.Write(io.w)
 		wc.state = connClosing
 		_ = l.el.Close(c)
@@ -290,7 +290,7 @@ func scanRequest(req []byte) (path []byte, upgrade bool, clen int64, chunked, ok
 
 // httpError answers a request that is not upgraded and drops the connection.
 func (l *loop) httpError(wc *wsConn, status int, msg string) {
-	l.s.rejected.Add(1)
+	l.s.countReject(status)
 	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s",
 		status, http.StatusText(status), len(msg), msg)
 	_, _ = wc.c.Discard(-1)
@@ -394,4 +394,20 @@ func httpResponse(code int, h http.Header, body []byte, head bool) []byte {
 		b.Write(body)
 	}
 	return b.Bytes()
+}
+
+// responseStatus is the status code of a raw HTTP/1.1 response, or 0.
+func responseStatus(resp []byte) int {
+	// "HTTP/1.1 401 ..."
+	if len(resp) < 12 || resp[8] != ' ' {
+		return 0
+	}
+	n := 0
+	for _, c := range resp[9:12] {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }

@@ -133,12 +133,15 @@ type Server struct {
 	shed       atomic.Uint64
 	rejected   atomic.Uint64
 	hsTimeouts atomic.Uint64
+	bytesIn    atomic.Uint64
+	bytesOut   atomic.Uint64
 
 	httpSem chan struct{}
 	httpWG  sync.WaitGroup
 
 	closeMu     sync.Mutex
 	closeCounts map[uint16]uint64
+	rejects     map[int]uint64 // handshake rejections by HTTP status; guarded by closeMu
 
 	pres  *reporter
 	trace *tracing
@@ -161,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 		booted:      make(chan struct{}),
 		runDone:     make(chan struct{}),
 		closeCounts: make(map[uint16]uint64),
+		rejects:     make(map[int]uint64),
 	}
 	s.auth = newAuthenticator(&s.cfg)
 	s.trace = newTracing(c.TracerProvider)
@@ -208,6 +212,9 @@ type Stats struct {
 	Written    uint64            // frames written by fanout (per connection)
 	Shed       uint64            // sheddable deliveries skipped for backlogged connections
 	Rejected   uint64            // handshakes answered with an HTTP error
+	Rejects    map[int]uint64    // Rejected by HTTP status (401 token, 403 origin, 431 headers, …)
+	BytesIn    uint64            // payload bytes of accepted client frames
+	BytesOut   uint64            // bytes written to connections by the loops' batched writes
 	HSTimeouts uint64            // connections dropped by the handshake timeout
 	Epoch      uint64            // current epoch
 }
@@ -219,11 +226,16 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.closeCounts {
 		m[k] = v
 	}
+	rj := make(map[int]uint64, len(s.rejects))
+	for k, v := range s.rejects {
+		rj[k] = v
+	}
 	s.closeMu.Unlock()
 	return Stats{Conns: s.conns.Load(), Open: s.open.Load(), Closes: m,
 		Downstream: s.downstream.Load(), Frames: s.frames.Load(), Upstream: s.upstream.Load(),
 		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
-		Rejected: s.rejected.Load(), HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load()}
+		Rejected: s.rejected.Load(), Rejects: rj, HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load(),
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load()}
 }
 
 // sinceStartMs is the loops' clock: milliseconds since New.
@@ -239,6 +251,14 @@ func (s *Server) addEpoch(e uint64) {
 			return
 		}
 	}
+}
+
+// countReject counts a handshake answered with an HTTP error status.
+func (s *Server) countReject(status int) {
+	s.rejected.Add(1)
+	s.closeMu.Lock()
+	s.rejects[status]++
+	s.closeMu.Unlock()
 }
 
 func (s *Server) countClose(code uint16) {
