@@ -116,7 +116,7 @@ func (s *Sender) ToUser(ctx context.Context, user string, o Out) error {
 // ToUsers delivers o to every connection of users: one envelope per edge holding any of them,
 // naming the users that edge holds. Users with no connection are skipped.
 func (s *Sender) ToUsers(ctx context.Context, users []string, o Out) error {
-	return s.users(ctx, users, func(edge string, epoch uint64, us []string) *protocol.Downstream {
+	return s.users(ctx, users, o.Exclude, func(edge string, epoch uint64, us []string) *protocol.Downstream {
 		return &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: us,
 			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, edge, epoch)}
 	})
@@ -127,13 +127,16 @@ func (s *Sender) Kick(ctx context.Context, user string, code protocol.CloseCode,
 	if reason == "" {
 		reason = code.String()
 	}
-	return s.users(ctx, []string{user}, func(_ string, _ uint64, us []string) *protocol.Downstream {
+	return s.users(ctx, []string{user}, Conn{}, func(_ string, _ uint64, us []string) *protocol.Downstream {
 		return &protocol.Downstream{Kind: protocol.DownClose, Target: protocol.TargetUsers, Users: us,
 			Code: uint32(code), Reason: reason}
 	})
 }
 
-func (s *Sender) users(ctx context.Context, users []string, mk func(edge string, epoch uint64, us []string) *protocol.Downstream) error {
+// users publishes mk's envelope to every edge holding a connection of users. The connection
+// skip (the excluded sender, if any) does not count: an edge whose only matching connection is
+// skip gets no envelope at all, so a 1:1 message does not cross the bus to the sender's edge.
+func (s *Sender) users(ctx context.Context, users []string, skip Conn, mk func(edge string, epoch uint64, us []string) *protocol.Downstream) error {
 	if len(users) == 0 {
 		return nil
 	}
@@ -151,6 +154,9 @@ func (s *Sender) users(ctx context.Context, users []string, mk func(edge string,
 	byEdge := make(map[string]*edgeUsers)
 	for _, u := range users {
 		for _, c := range conns[u] {
+			if skip.ID != 0 && c.ConnID == skip.ID && c.Edge == skip.Edge && (skip.Epoch == 0 || c.Epoch == skip.Epoch) {
+				continue
+			}
 			e := byEdge[c.Edge]
 			if e == nil {
 				e = &edgeUsers{epoch: c.Epoch}
