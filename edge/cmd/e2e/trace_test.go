@@ -216,4 +216,3 @@ func dumpSpans(spans tracetest.SpanStubs) string {
 	}
 	return b.String()
 }
-
