@@ -406,10 +406,10 @@ func startLoad(t testing.TB, c *cluster, pairs int) *load {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{t: t, c: c, peer: map[*chatClient]*chatClient{}, hs: &handshakes{}, cancel: cancel, stopTx: make(chan struct{})}
-	sfx := suffix()
+	sfx := c.user(suffix()[:4])
 	for i := range pairs {
-		a := newChatClient(c, fmt.Sprintf("a%d-%s", i, sfx), l.hs)
-		b := newChatClient(c, fmt.Sprintf("b%d-%s", i, sfx), l.hs)
+		a := newChatClient(c, fmt.Sprintf("%s-a%d", sfx, i), l.hs)
+		b := newChatClient(c, fmt.Sprintf("%s-b%d", sfx, i), l.hs)
 		l.peer[a], l.peer[b] = b, a
 		l.clients = append(l.clients, a, b)
 	}

@@ -5,6 +5,7 @@ package faults
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -210,6 +211,7 @@ type cluster struct {
 	redisAddr  string // the router's Redis
 	chatRedis  string // the chat history's Redis (the shared one)
 	prefix     string // the router's key prefix
+	users      string // prefix of every user id of the test (chat keys are cleaned by it)
 	secret     []byte
 	secretFile string
 	routerAddr string
@@ -264,11 +266,14 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	}
 	sfx := suffix()
 	c.prefix = "sbfaults:" + sfx + ":p:"
+	c.users = "fz" + sfx
 	c.secret = []byte("faults-secret-" + sfx + suffix())
 	c.secretFile = filepath.Join(c.dir, "jwt.secret")
 	if err := os.WriteFile(c.secretFile, c.secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run last-in first-out: the namespace goes after every process is dead.
+	t.Cleanup(c.deleteNamespace)
 	t.Cleanup(c.stopAll)
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("FAULTS_LOGS") != "" {
@@ -280,7 +285,8 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		}
 	})
 	c.createNamespace()
-	c.cleanRedisPrefix()
+	c.cleanRedisPrefix(c.redisAddr, c.prefix+"*")
+	c.cleanRedisPrefix(c.chatRedis, "sb:chat:*"+c.users+"*")
 
 	c.routerAddr, c.routerAdm = freePort(t), freePort(t)
 	c.router = c.start("router", "router", "-listen", c.routerAddr, "-admin", c.routerAdm,
@@ -325,22 +331,54 @@ func (c *cluster) createNamespace() {
 	if res.StatusCode/100 != 2 {
 		t.Fatalf("create namespace %s: HTTP %d", c.ns, res.StatusCode)
 	}
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, c.adminURL+"/admin/v2/namespaces/"+c.ns+"?force=true", nil)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-		}
-	})
 }
 
-// cleanRedisPrefix deletes the router's keys at cleanup (only this cluster's prefix).
-func (c *cluster) cleanRedisPrefix() {
+// deleteNamespace deletes the namespace's topics, then the namespace (the broker refuses
+// ?force=true on namespaces: a non-empty namespace would be left behind).
+func (c *cluster) deleteNamespace() {
+	if c.ns == "" {
+		return
+	}
+	do := func(method, path string) (int, []byte) {
+		req, _ := http.NewRequest(method, c.adminURL+"/admin/v2/"+path, nil)
+		hc := http.Client{Timeout: 10 * time.Second}
+		res, err := hc.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, b
+	}
+	var status int
+	for range 5 {
+		var topics []string
+		if st, b := do(http.MethodGet, "namespaces/"+c.ns+"/topics"); st == http.StatusOK {
+			_ = json.Unmarshal(b, &topics)
+		}
+		for _, tp := range topics {
+			do(http.MethodDelete, "persistent/"+strings.TrimPrefix(tp, "persistent://")+"?force=true")
+		}
+		if status, _ = do(http.MethodDelete, "namespaces/"+c.ns); status/100 == 2 || status == http.StatusNotFound {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.t.Errorf("Pulsar namespace %s left behind: delete answered HTTP %d", c.ns, status)
+}
+
+// user is a user id of this test: name with the test's prefix.
+func (c *cluster) user(name string) string { return c.users + "-" + name }
+
+// cleanRedisPrefix deletes the keys matching pattern in the Redis at addr at cleanup: the
+// router's prefix, the chat history of this test's users.
+func (c *cluster) cleanRedisPrefix(addr, pattern string) {
 	c.t.Cleanup(func() {
-		rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr})
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		defer rdb.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		it := rdb.Scan(ctx, 0, c.prefix+"*", 1000).Iterator()
+		it := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		var keys []string
 		for it.Next(ctx) {
 			keys = append(keys, it.Val())
@@ -435,7 +473,7 @@ func (c *cluster) waitReady(p *proc, url string) time.Duration {
 func (c *cluster) startLogic(i int) *proc {
 	c.t.Helper()
 	return c.start(fmt.Sprintf("logic%d", i), "logic", "-admin", freePort(c.t), "-pulsar", c.pulsarURL,
-		"-namespace", c.ns, "-router", c.routerAddr, "-redis", c.chatRedis, "-consumers", "4")
+		"-namespace", c.ns, "-router", c.routerAddr, "-redis", c.chatRedis, "-redis-cluster=", "-consumers", "4")
 }
 
 func (c *cluster) startEdge(id, addr string) *proc {

@@ -75,7 +75,7 @@ func hostileTokens(t *testing.T, c *cluster) {
 	if status, err := rawDial(c.wsURL(), h); err != nil || status != http.StatusUnauthorized {
 		t.Errorf("alg:none in Authorization: HTTP %d %v, want 401", status, err)
 	}
-	if status, err := rawDial(c.wsURL()+"?token="+c.token("alice-"+suffix()), nil); err != nil || status != 101 {
+	if status, err := rawDial(c.wsURL()+"?token="+c.token(c.user("alice")), nil); err != nil || status != 101 {
 		t.Errorf("a valid token: HTTP %d %v, want 101", status, err)
 	}
 	t.Logf("FAULT bad-tokens: through HAProxy %s; Authorization: Bearer alg-none=401; a valid token=101", strings.Join(got, " "))
@@ -103,7 +103,7 @@ func hostileFlood(t *testing.T, c *cluster) {
 	l.send(rate)
 	l.warm(time.Second)
 
-	user := "flooder-" + suffix()
+	user := c.user("flooder")
 	ws, _, err := websocket.DefaultDialer.Dial(c.wsURL()+"?token="+c.token(user), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +195,7 @@ func rss(pid int) int {
 }
 
 func hostileSlowReader(t *testing.T, c *cluster) {
-	sfx := suffix()
+	sfx := c.user("")
 	group := "slow-" + sfx
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
