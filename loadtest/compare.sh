@@ -320,5 +320,4 @@ fi
 "$WORK/benchreport" -raw "$RAW" -out "$OUT" -meta "$META"
 say "report: $OUT/README.md"
 }
-main "$@"
-exit
+main "$@"; exit $? # one line: read before main runs, so editing the file mid-run is safe

@@ -70,5 +70,4 @@ echo "scale: $EDGES edges ($pids), $CONNS connections, $per_edge per edge" >&2
   -conns "$CONNS" -per-worker 18000 -fork -connect-rate "$RATE" -retries 3 -settle 3s -hold "$HOLD" \
   -dial-timeout 30s -max-duration 10m -out "$OUT/raw/scale-$CONNS.json"
 }
-main "$@"
-exit
+main "$@"; exit $? # one line: read before main runs, so editing the file mid-run is safe
