@@ -117,7 +117,8 @@ type Config struct {
 	DrainGrace time.Duration
 
 	// TracerProvider makes the edge's spans: edge.receive and edge.publish per client frame
-	// (sampled by the provider; a frame's own traceparent is the parent, and the publish
+	// (sampled by the provider; a frame's own traceparent is the parent and is always
+	// sampled, whatever its flags, with a parent-based sampler; the publish
 	// span's traceparent travels in the envelope and its protocol.PropTraceparent property),
 	// and one edge.fanout per delivery (child of Downstream.Traceparent, covering the socket
 	// writes, with the recipient count). Nil means otel's global provider, looked up per

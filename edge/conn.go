@@ -349,10 +349,13 @@ func (l *loop) onMessage(wc *wsConn, text bool, p []byte) {
 	var receive trace.Span
 	if tr := s.trace.tracer(); tr != nil {
 		ctx, receive, req.span, tp = s.traceUpstream(tr, f, wc.user, wc.id)
+		// An unsampled frame's traceparent travels in the envelope only (logic reads it
+		// there): the properties map would cost two allocations on 99% of the frames.
+		if req.span != nil {
+			props = map[string]string{protocol.PropTraceparent: tp}
+		}
 	} else if len(f.Traceparent) > 0 {
 		tp = string(f.Traceparent)
-	}
-	if tp != "" {
 		props = map[string]string{protocol.PropTraceparent: tp}
 	}
 	req.buf = protocol.AppendUpstreamFrame(req.buf[:0], s.cfg.ID, s.epoch.Load(), wc.id, wc.user, f, tp, time.Now().UnixNano())

@@ -31,6 +31,13 @@ var initialGlobal = otel.GetTracerProvider()
 
 var traceContext propagation.TraceContext
 
+// Span start options, built once: per-call options would allocate on every frame.
+var (
+	receiveOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	publishOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	fanoutOpts  = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+)
+
 // tracing resolves the tracer to use. With Config.TracerProvider nil it follows otel's global
 // provider, which a binary may install after New; a no-op provider yields a nil tracer, and
 // every hot path checks for nil before it does any tracing work (no allocation when off).
@@ -123,15 +130,21 @@ func withRemoteParent(ctx context.Context, tp string) context.Context {
 func (s *Server) traceUpstream(tr trace.Tracer, f *protocol.Frame, user string, conn uint64) (ctx context.Context, receive, publish trace.Span, tp string) {
 	ctx = s.ctx
 	if len(f.Traceparent) > 0 {
+		// A client that sends its own trace context wants this frame traced: it is marked
+		// sampled, whatever its flags say, so that a parent-based sampler keeps it (and every
+		// later hop follows). The per-connection rate limit bounds what a client can force.
 		ctx = withRemoteParent(ctx, string(f.Traceparent))
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.IsSampled() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc.WithTraceFlags(sc.TraceFlags()|trace.FlagsSampled))
+		}
 	}
-	ctx, receive = tr.Start(ctx, SpanReceive, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, receive = tr.Start(ctx, SpanReceive, receiveOpts...)
 	if receive.IsRecording() {
 		receive.SetAttributes(attribute.String("sb.type", string(f.Type)), attribute.String("sb.user", user),
 			attribute.String("sb.edge", s.cfg.ID), attribute.Int64("sb.conn", int64(conn)))
 	}
 	if receive.SpanContext().IsSampled() {
-		ctx, publish = tr.Start(ctx, SpanPublish, trace.WithSpanKind(trace.SpanKindProducer))
+		ctx, publish = tr.Start(ctx, SpanPublish, publishOpts...)
 	}
 	// An unsampled frame still passes its trace id and flag on, so that the later hops'
 	// parent-based samplers agree with this one.
@@ -153,7 +166,7 @@ type fanoutTrace struct {
 
 func (s *Server) startFanout(tr trace.Tracer, d *protocol.Downstream) *fanoutTrace {
 	ctx := withRemoteParent(context.Background(), d.Traceparent)
-	_, span := tr.Start(ctx, SpanFanout, trace.WithSpanKind(trace.SpanKindConsumer))
+	_, span := tr.Start(ctx, SpanFanout, fanoutOpts...)
 	if !span.IsRecording() {
 		span.End()
 		return nil

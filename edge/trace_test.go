@@ -68,8 +68,9 @@ func attrOf(s tracetest.SpanStub, key attribute.Key) (attribute.Value, bool) {
 
 func TestTraceClientFrameJoinsClientTrace(t *testing.T) {
 	pub := &propsPub{}
-	_, l, exp := newTracedLoop(t, sdktrace.ParentBased(sdktrace.NeverSample(),
-		sdktrace.WithRemoteParentNotSampled(sdktrace.AlwaysSample())), pub)
+	// The client's flags say "not sampled" and the root sampler never samples: a frame that
+	// carries a client trace is traced anyway.
+	_, l, exp := newTracedLoop(t, sdktrace.ParentBased(sdktrace.NeverSample()), pub)
 	wc, fc := fakeOpen(l, "alice", false)
 	const clientTP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 	fc.in = frame(0x81, []byte(`{"type":"chat.send","id":"1","data":{"t":"hi"},"traceparent":"`+clientTP+`"}`), false)
@@ -116,8 +117,8 @@ func TestTraceUnsampledFrameStillPropagates(t *testing.T) {
 	pub.mu.Lock()
 	defer pub.mu.Unlock()
 	// The trace id is kept (not sampled) so later hops stay consistent with the sampler.
-	if tp := pub.props[len(pub.props)-1][protocol.PropTraceparent]; len(tp) != 55 || tp[53:] != "00" {
-		t.Fatalf("traceparent %q, want an unsampled one", tp)
+	if tp := pub.ups[len(pub.ups)-1].Traceparent; len(tp) != 55 || tp[53:] != "00" {
+		t.Fatalf("envelope traceparent %q, want an unsampled one", tp)
 	}
 }
 
