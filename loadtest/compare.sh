@@ -214,7 +214,8 @@ META="$OUT/methodology.md"
 CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | head -1 || echo 'not built')"
 {
   echo "Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -sr), $(nproc) cores, $(go version | cut -d' ' -f3),"
-  echo "commit \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\`. Command: \`loadtest/compare.sh --targets $TARGETS --scenarios $SCENARIOS\`."
+  dirty="$(cd "$ROOT" && git status --porcelain -- edge logic router protocol 2>/dev/null | wc -l)"
+  echo "commit \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\` ($dirty uncommitted files under edge, logic, router, protocol were built in). Command: \`loadtest/compare.sh --targets $TARGETS --scenarios $SCENARIOS\`."
   echo
   echo "## Methodology"
   echo
