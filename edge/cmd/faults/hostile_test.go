@@ -29,6 +29,7 @@ import (
 func TestHostile(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	t.Run("tokens", func(t *testing.T) { hostileTokens(t, c) })
+	t.Run("token-expires-live", func(t *testing.T) { hostileExpiry(t, c) })
 	t.Run("flood", func(t *testing.T) { hostileFlood(t, c) })
 	t.Run("slow-reader", func(t *testing.T) { hostileSlowReader(t, c) })
 }
@@ -79,6 +80,42 @@ func hostileTokens(t *testing.T, c *cluster) {
 		t.Errorf("a valid token: HTTP %d %v, want 101", status, err)
 	}
 	t.Logf("FAULT bad-tokens: through HAProxy %s; Authorization: Bearer alg-none=401; a valid token=101", strings.Join(got, " "))
+}
+
+// hostileExpiry: a token that expires while its connection is open closes the connection with
+// 4001 (protocol.CloseTokenExpired), within a tick of the expiry.
+func hostileExpiry(t *testing.T, c *cluster) {
+	exp := time.Now().Add(2 * time.Second)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: c.user("expiring"),
+		ExpiresAt: jwt.NewNumericDate(exp)}).SignedString(c.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(c.wsURL()+"?token="+tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	code := -1
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			break
+		}
+	}
+	// exp has a one-second resolution (NumericDate): measure from the truncated instant.
+	late := time.Since(exp.Truncate(time.Second))
+	t.Logf("FAULT token-expires-live: a connection whose token expired was closed with %d, %v after the expiry", code, late.Round(time.Millisecond))
+	if code != int(protocol.CloseTokenExpired) {
+		t.Errorf("close code %d when the token expired, want %d", code, protocol.CloseTokenExpired)
+	}
+	if late > 3*time.Second {
+		t.Errorf("closed %v after the token expired, want within 3s (one wheel tick and the close handshake)", late)
+	}
 }
 
 // edgeStats reads an edge's /stats.

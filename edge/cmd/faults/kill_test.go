@@ -149,9 +149,9 @@ func TestEdgeKill9(t *testing.T) {
 	// Keep the load running on one edge a little, then check nothing acked was lost.
 	time.Sleep(time.Second)
 	r := l.verify(syncWait)
-	t.Logf("FAULT edge-kill9: %d clients, %d on the killed edge; all reconnected via HAProxy to %s in %v; router dropped the dead edge's presence in %v (lease %v, bound %v); every user online exactly once after %v; %s",
+	t.Logf("FAULT edge-kill9: %d clients, %d on the killed edge; all reconnected via HAProxy to %s in %v; router dropped the dead edge's presence in %v (lease %v, bound %v); every user online exactly once after %v; peak reconnect handshakes %d/s; %s",
 		len(l.clients), len(victims), survivor.id, reconnected.Round(time.Millisecond), dropped.Round(time.Millisecond),
-		c.lease, leaseBound, wholeAt.Round(time.Millisecond), r)
+		c.lease, leaseBound, wholeAt.Round(time.Millisecond), l.hs.peak(killed, time.Second), r)
 	if r.lost != 0 || r.dups != 0 {
 		t.Errorf("acked chat messages lost=%d duplicated=%d", r.lost, r.dups)
 	}
