@@ -216,3 +216,75 @@ func dumpSpans(spans tracetest.SpanStubs) string {
 	}
 	return b.String()
 }
+
+// TestChatRoundTripTracingOverhead measures the chat round trip (alice's send on edge 1 to
+// bob's receive on edge 2) with tracing off (no provider installed) and then with every
+// process on one SDK provider sampling 1% of the frames (parent-based, batch processor, a
+// discarding exporter), each phase on a fresh cluster. It logs the figures and asserts none.
+// The off phase must run first: otel's global provider can be installed but not removed from
+// what was built before.
+func TestChatRoundTripTracingOverhead(t *testing.T) {
+	const (
+		pairs  = 8
+		warmup = 40
+		n      = 300
+		rate   = 100 // messages per second, all pairs together
+	)
+	run := func(name string) []time.Duration {
+		c := newCluster(t)
+		e1, e2 := c.addEdge(), c.addEdge()
+		c.addLogic()
+		sfx := suffix()
+		senders, receivers := make([]*wsClient, pairs), make([]*wsClient, pairs)
+		for i := range pairs {
+			senders[i] = dial(t, e1, fmt.Sprintf("s%d-%s", i, sfx))
+			receivers[i] = dial(t, e2, fmt.Sprintf("r%d-%s", i, sfx))
+		}
+		for _, r := range receivers {
+			c.waitOnline(r.user, 1)
+		}
+		sent := make(map[string]time.Time, warmup+n)
+		tick := time.NewTicker(time.Second / rate)
+		defer tick.Stop()
+		for i := range warmup + n {
+			<-tick.C
+			cmid := fmt.Sprintf("%s-%d", name, i)
+			sent[cmid] = time.Now()
+			sendChat(senders[i%pairs], receivers[i%pairs].user, strings.Repeat("x", 64), cmid)
+		}
+		got := func() int {
+			k := 0
+			for _, r := range receivers {
+				k += len(r.frames(isType(chat.TypeMsg)))
+			}
+			return k
+		}
+		eventually(t, 60*time.Second, name+": every message received", func() bool { return got() >= warmup+n })
+		var rtt []time.Duration
+		for _, r := range receivers {
+			for _, f := range r.frames(isType(chat.TypeMsg)) {
+				m := decode[chat.Message](t, f)
+				var i int
+				fmt.Sscanf(strings.TrimPrefix(m.CMID, name+"-"), "%d", &i)
+				if i >= warmup {
+					rtt = append(rtt, f.at.Sub(sent[m.CMID]))
+				}
+			}
+		}
+		sort.Slice(rtt, func(i, j int) bool { return rtt[i] < rtt[j] })
+		return rtt
+	}
+	off := run("off")
+
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))),
+		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		_ = tp.Shutdown(context.Background())
+	})
+	on := run("ratio1pct")
+	t.Logf("chat round trip, %d messages at %d/s over %d pairs, edge 1 → Pulsar → logic → router → Pulsar → edge 2:", n, rate, pairs)
+	t.Logf("  tracing off: p50 %s", pct(off, 50)+"  p90 "+pct(off, 90)+"  p99 "+pct(off, 99))
+	t.Logf("  sampler 1%%:  p50 %s", pct(on, 50)+"  p90 "+pct(on, 90)+"  p99 "+pct(on, 99))
+}
