@@ -284,7 +284,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 			subs = append(subs, s)
 			continue
 		}
-		if !errors.Is(err, bus.ErrUnavailable) || ctx.Err() != nil {
+		if ctx.Err() != nil { // Shutdown (or ctx) ended Run while it was subscribing
+			closeSubs()
+			return nil
+		}
+		if !errors.Is(err, bus.ErrUnavailable) {
 			closeSubs()
 			return fmt.Errorf("logic: subscribe %s: %w", topic, err)
 		}
