@@ -44,6 +44,18 @@
 // connection's queued frames in one writev when its task queue is drained (or after
 // WriteCoalesce). Sheddable deliveries skip connections with a backlog over ShedBytes.
 //
+// # Tracing
+//
+// With a TracerProvider (Config.TracerProvider, or otel's global one when nil) each client
+// frame gets an edge.receive span (child of the frame's own traceparent, if it sent one: such
+// frames are always sampled) and, when sampled, an edge.publish span that lasts until the
+// Publisher acknowledged the frame; its traceparent travels in the Upstream envelope and in
+// the message property protocol.PropTraceparent. Each delivery gets ONE edge.fanout span
+// (child of Downstream.Traceparent) that ends after the last loop wrote it to its sockets,
+// with the number of recipients (sb.recipients), never one span per recipient. A no-op
+// provider costs nothing (no allocation); an unsampled frame costs three allocations.
+// Package telemetry sets the provider up from OTEL_* variables and serves Stats as metrics.
+//
 // # Shutdown
 //
 // Shutdown stops accepting, sends every connection a "move" frame with a jittered reconnect
