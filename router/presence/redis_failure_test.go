@@ -358,7 +358,7 @@ func testReplicas(t *testing.T, env string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := r1.Register(ctx, "e", 400*time.Millisecond)
+	ep, err := r1.Register(ctx, "e", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,9 +29,10 @@ import (
 	"github.com/switchboard-io/switchboard/router/presence"
 )
 
-// ShortTTL is the lease used by the lapse tests. The store's reaper must run often enough that
+// ShortTTL is the lease used by the lapse and renew tests (long enough that a loaded machine
+// does not lapse a renewing edge). The store's reaper must run often enough that
 // offline events follow within EventWait.
-const ShortTTL = 400 * time.Millisecond
+const ShortTTL = time.Second
 
 // EventWait bounds how long a test waits for an expected event or state.
 const EventWait = 5 * time.Second
