@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -562,6 +563,9 @@ func (l *load) verify(d time.Duration) result {
 				last = seq
 				if _, ok := peer.live[m.cmid]; !ok {
 					r.liveMissed++
+					if os.Getenv("FAULTS_DEBUG") != "" {
+						t.Logf("not live: %s at %s to %s", m.cmid, m.sentAt.Format("15:04:05.000"), peer.user)
+					}
 				}
 			}
 			peer.mu.Unlock()

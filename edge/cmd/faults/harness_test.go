@@ -478,7 +478,11 @@ func (c *cluster) startLogic(i int) *proc {
 
 func (c *cluster) startEdge(id, addr string) *proc {
 	c.t.Helper()
-	return c.start(id, "edge", "-id", id, "-addr", addr, "-loops", "1",
+	bin := "edge"
+	if p := os.Getenv("FAULTS_EDGE_BIN"); p != "" {
+		bin = p // a changed edge binary to try against these faults
+	}
+	return c.start(id, bin, "-id", id, "-addr", addr, "-loops", "1",
 		"-pulsar", c.pulsarURL, "-namespace", c.ns, "-router", c.routerAddr,
 		"-jwt-secret-file", c.secretFile, "-dev-tokens",
 		"-lease", c.lease.String(), "-drain", c.drain.String(), "-move-jitter", "500ms")

@@ -133,6 +133,7 @@ func TestRollingRestart(t *testing.T) {
 		maxN = max(maxN, n)
 		movesBefore := l.moves()
 		start := time.Now()
+		t.Logf("SIGTERM %s at %s", e.id, start.Format("15:04:05.000"))
 		e.signal(syscall.SIGTERM)
 		if err := e.wait(t, c.drain+40*time.Second); err != nil {
 			t.Errorf("%s exited with %v after SIGTERM", e.id, err)
@@ -151,6 +152,7 @@ func TestRollingRestart(t *testing.T) {
 		gotMove := l.moves() - movesBefore
 		cut += max(0, n-gotMove)
 		c.restartEdge(i)
+		t.Logf("%s back at %s", e.id, time.Now().Format("15:04:05.000"))
 		drains = append(drains, e.id+": "+strconv.Itoa(n)+" clients, "+strconv.Itoa(gotMove)+" got a move, exited after "+
 			exited.Round(time.Millisecond).String()+", all on "+other+" after "+moved.Round(time.Millisecond).String())
 		// Let the load spread again before the next edge goes: new connections are not moved
