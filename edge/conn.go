@@ -358,7 +358,8 @@ func (l *loop) onMessage(wc *wsConn, text bool, p []byte) {
 		tp = string(f.Traceparent)
 		props = map[string]string{protocol.PropTraceparent: tp}
 	}
-	req.buf = protocol.AppendUpstreamFrame(req.buf[:0], s.cfg.ID, s.epoch.Load(), wc.id, wc.user, f, tp, time.Now().UnixNano())
+	req.start = time.Now().UnixNano()
+	req.buf = protocol.AppendUpstreamFrame(req.buf[:0], s.cfg.ID, s.epoch.Load(), wc.id, wc.user, f, tp, req.start)
 	s.upstream.Add(1)
 	pub.Publish(ctx, wc.user, req.buf, props, req.doneFn)
 	if receive != nil {
@@ -389,6 +390,7 @@ type pubReq struct {
 	buf    []byte
 	err    error
 	span   trace.Span // edge.publish, when traced; ended by done
+	start  int64      // when Publish was called (unix ns)
 	doneFn func(error)
 }
 
@@ -404,7 +406,7 @@ func getReq() *pubReq {
 }
 
 func putReq(r *pubReq) {
-	r.l, r.conn, r.id, r.err, r.span = nil, 0, "", nil, nil
+	r.l, r.conn, r.id, r.err, r.span, r.start = nil, 0, "", nil, nil, 0
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil
 	}
@@ -414,6 +416,9 @@ func putReq(r *pubReq) {
 // done is the Publisher's completion callback: the frame's ack or error goes back to the
 // connection's loop. Frames without an id that were accepted need no answer.
 func (r *pubReq) done(err error) {
+	if r.start != 0 { // client frames only (not connect / disconnect events)
+		r.l.s.pubLat.observe(time.Duration(time.Now().UnixNano() - r.start))
+	}
 	if r.span != nil {
 		endPublish(r.span, err)
 		r.span = nil
@@ -609,6 +614,7 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 	}
 	l.index(wc)
 	s.open.Add(1)
+	s.upgrades.Add(1)
 	s.presenceOp(presence.Op{Kind: presence.OpConnect, ConnID: wc.id, User: user, Meta: meta})
 	if pub := s.cfg.Publisher; pub != nil {
 		u := protocol.Upstream{Kind: protocol.UpConnect, Edge: s.cfg.ID, Epoch: s.epoch.Load(), Conn: wc.id,

@@ -147,6 +147,9 @@ type Server struct {
 	hsTimeouts atomic.Uint64
 	bytesIn    atomic.Uint64
 	bytesOut   atomic.Uint64
+	upgrades   atomic.Uint64
+	pubLat     latencyHist // Publish → its completion
+	delivLat   latencyHist // origin edge's receive of the client frame → this edge's fanout
 
 	httpSem chan struct{}
 	httpWG  sync.WaitGroup
@@ -227,8 +230,16 @@ type Stats struct {
 	Rejects    map[int]uint64    // Rejected by HTTP status (401 token, 403 origin, 431 headers, …)
 	BytesIn    uint64            // payload bytes of accepted client frames
 	BytesOut   uint64            // bytes written to connections by the loops' batched writes
-	HSTimeouts uint64            // connections dropped by the handshake timeout
-	Epoch      uint64            // current epoch
+	Upgrades   uint64            // handshakes accepted (WebSocket connections opened)
+	// PublishLatency is the time from Publish to its completion (the bus acknowledged the
+	// upstream frame), per client frame.
+	PublishLatency Histogram
+	// DeliveryLatency is the time from the originating edge's receive of a client frame to
+	// this edge's fanout of a delivery it caused (Downstream.TimeUnixNano; across hosts it
+	// includes their clock offset), per delivery envelope.
+	DeliveryLatency Histogram
+	HSTimeouts      uint64 // connections dropped by the handshake timeout
+	Epoch           uint64 // current epoch
 }
 
 // Stats returns a snapshot of the counters. Safe from any goroutine.
@@ -247,7 +258,8 @@ func (s *Server) Stats() Stats {
 		Downstream: s.downstream.Load(), Frames: s.frames.Load(), Upstream: s.upstream.Load(),
 		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
 		Rejected: s.rejected.Load(), Rejects: rj, HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load(),
-		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load()}
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Upgrades: s.upgrades.Load(),
+		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot()}
 }
 
 // sinceStartMs is the loops' clock: milliseconds since New.
@@ -548,6 +560,9 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 	case protocol.DownDeliver:
 		t.kind = tDeliver
 		t.frames = s.encodeDelivery(&d.Frame)
+		if d.TimeUnixNano > 0 {
+			s.delivLat.observe(time.Duration(time.Now().UnixNano() - d.TimeUnixNano))
+		}
 		if tr := s.trace.tracer(); tr != nil {
 			t.ft = s.startFanout(tr, d)
 		}

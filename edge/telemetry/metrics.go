@@ -40,7 +40,9 @@ var _ StatsSource = (*edge.Server)(nil)
 //	sb_edge_downstream_total                        downstream envelopes handled
 //	sb_edge_acks_total, sb_edge_publish_errors_total
 //	sb_edge_handshake_rejections_total{status}      401 token, 403 origin, 431, 400, 404, …
-//	sb_edge_handshake_timeouts_total
+//	sb_edge_handshake_timeouts_total, sb_edge_handshakes_total (accepted)
+//	sb_edge_publish_latency_seconds                 histogram: Publish → bus acknowledged
+//	sb_edge_delivery_latency_seconds                histogram: origin edge receive → fanout
 //
 // A construction error (not expected) yields a handler that answers 500 with it.
 func MetricsHandler(src StatsSource) http.Handler {
@@ -56,7 +58,8 @@ func MetricsHandler(src StatsSource) http.Handler {
 // NewMetricsHandler is MetricsHandler returning its construction error.
 func NewMetricsHandler(src StatsSource) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newHistCollector(src))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo())
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
@@ -98,6 +101,7 @@ func registerEdge(m metric.Meter, src StatsSource) error {
 	pubErrs := counter("sb.edge.publish.errors", "Bus publishes that failed", "")
 	rejects := counter("sb.edge.handshake.rejections", "Handshakes answered with an HTTP error, by status", "")
 	hsTimeouts := counter("sb.edge.handshake.timeouts", "Connections dropped by the handshake timeout", "")
+	upgrades := counter("sb.edge.handshakes", "Handshakes accepted (WebSocket connections opened)", "")
 	for _, err := range errs {
 		if err != nil {
 			return fmt.Errorf("telemetry: instrument: %w", err)
@@ -127,10 +131,51 @@ func registerEdge(m metric.Meter, src StatsSource) error {
 			o.ObserveInt64(rejects, int64(n), metric.WithAttributes(edgeAttr, attribute.String("status", strconv.Itoa(status))))
 		}
 		o.ObserveInt64(hsTimeouts, int64(st.HSTimeouts), only)
+		o.ObserveInt64(upgrades, int64(st.Upgrades), only)
 		return nil
-	}, conns, framesIn, published, framesOut, bytesIn, bytesOut, closes, shed, downstream, acks, pubErrs, rejects, hsTimeouts)
+	}, conns, framesIn, published, framesOut, bytesIn, bytesOut, closes, shed, downstream, acks, pubErrs, rejects, hsTimeouts, upgrades)
 	if err != nil {
 		return fmt.Errorf("telemetry: callback: %w", err)
 	}
 	return nil
+}
+
+// histCollector exports the edge's latency histograms (edge.Stats) as Prometheus histograms:
+// OpenTelemetry has no asynchronous histogram, and the edge keeps its own atomic buckets so
+// that its hot paths never call a metrics SDK.
+type histCollector struct {
+	src          StatsSource
+	pub, deliver *prometheus.Desc
+}
+
+func newHistCollector(src StatsSource) *histCollector {
+	labels := prometheus.Labels{"edge": src.ID()}
+	return &histCollector{src: src,
+		pub: prometheus.NewDesc("sb_edge_publish_latency_seconds",
+			"Time from handing a client frame to the bus to its acknowledgement", nil, labels),
+		deliver: prometheus.NewDesc("sb_edge_delivery_latency_seconds",
+			"Time from the originating edge's receive of a client frame to this edge's fanout of its delivery", nil, labels),
+	}
+}
+
+func (c *histCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.pub; ch <- c.deliver }
+
+func (c *histCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.Stats()
+	for _, x := range []struct {
+		d *prometheus.Desc
+		h edge.Histogram
+	}{{c.pub, st.PublishLatency}, {c.deliver, st.DeliveryLatency}} {
+		buckets := make(map[float64]uint64, len(x.h.Bounds))
+		var cum uint64
+		for i, b := range x.h.Bounds {
+			cum += x.h.Counts[i]
+			buckets[b.Seconds()] = cum
+		}
+		m, err := prometheus.NewConstHistogram(x.d, x.h.Count, x.h.Sum.Seconds(), buckets)
+		if err != nil {
+			m = prometheus.NewInvalidMetric(x.d, err)
+		}
+		ch <- m
+	}
 }

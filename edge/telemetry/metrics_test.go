@@ -153,7 +153,8 @@ func TestMetricsScrapeSeriesExistAndMove(t *testing.T) {
 	for _, name := range []string{"sb_edge_connections", "sb_edge_frames_in_total", "sb_edge_frames_out_total",
 		"sb_edge_bytes_in_bytes_total", "sb_edge_bytes_out_bytes_total", "sb_edge_downstream_total",
 		"sb_edge_acks_total", "sb_edge_publish_errors_total", "sb_edge_shed_total", "sb_edge_frames_published_total",
-		"sb_edge_handshake_timeouts_total", "go_goroutines"} {
+		"sb_edge_handshake_timeouts_total", "sb_edge_handshakes_total", "sb_edge_publish_latency_seconds_count",
+		"sb_edge_delivery_latency_seconds_count", "go_goroutines"} {
 		if value(before, name) < 0 {
 			t.Errorf("series %s missing from:\n%s", name, before)
 		}
@@ -186,7 +187,7 @@ func TestMetricsScrapeSeriesExistAndMove(t *testing.T) {
 	}
 	// A delivery to every user.
 	d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"user0", "user1", "user2"},
-		Frame: protocol.ServerFrame{Type: "chat", Data: []byte(`{"t":"hi"}`)}}
+		TimeUnixNano: time.Now().Add(-3 * time.Millisecond).UnixNano(), Frame: protocol.ServerFrame{Type: "chat", Data: []byte(`{"t":"hi"}`)}}
 	if err := s.HandleDownstream(protocol.AppendDownstream(nil, d)); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +217,22 @@ func TestMetricsScrapeSeriesExistAndMove(t *testing.T) {
 			value(b, "sb_edge_closes_total", edgeL, `code="`+code+`"`) == 1 &&
 			value(b, "sb_edge_connections", edgeL, `state="open"`) == n-1
 	})
+	if v := value(after, "sb_edge_handshakes_total", edgeL); v != n {
+		t.Errorf("sb_edge_handshakes_total %v, want %d", v, n)
+	}
+	if v := value(after, "sb_edge_publish_latency_seconds_count", edgeL); v != n {
+		t.Errorf("publish latency count %v, want %d (one per client frame)", v, n)
+	}
+	if v := value(after, "sb_edge_delivery_latency_seconds_count", edgeL); v != 1 {
+		t.Errorf("delivery latency count %v, want 1 (one delivery with a timestamp)", v)
+	}
+	// The delivery was stamped 3ms ago: it is above the 2ms bucket, within the 1s one.
+	if v := value(after, "sb_edge_delivery_latency_seconds_bucket", edgeL, `le="0.002"`); v != 0 {
+		t.Errorf("delivery latency le=0.002: %v, want 0", v)
+	}
+	if v := value(after, "sb_edge_delivery_latency_seconds_bucket", edgeL, `le="1"`); v != 1 {
+		t.Errorf("delivery latency le=1: %v, want 1", v)
+	}
 	for _, name := range []string{"sb_edge_bytes_in_bytes_total", "sb_edge_bytes_out_bytes_total", "sb_edge_frames_published_total"} {
 		if a, b := value(after, name, edgeL), value(before, name, edgeL); a <= b {
 			t.Errorf("%s did not move: %v → %v", name, b, a)
