@@ -44,6 +44,9 @@ install_apt_packages() {
   # Toolchain prerequisites are expected on the image; install them too if a machine lacks them.
   command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
+  # The JS client's and the browser tests (edge/web) need Node.js and npm.
+  command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+  command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
   local missing=() p
   for p in "${APT_PACKAGES[@]}"; do
