@@ -350,9 +350,12 @@ func (l *loop) onMessage(wc *wsConn, text bool, p []byte) {
 	if tr := s.trace.tracer(); tr != nil {
 		ctx, receive, req.span, tp = s.traceUpstream(tr, f, wc.user, wc.id)
 		// An unsampled frame's traceparent travels in the envelope only (logic reads it
-		// there): the properties map would cost two allocations on 99% of the frames.
+		// there): the properties map would cost two allocations on 99% of the frames, and
+		// the Publisher gets no span in ctx so that it does not add one either.
 		if req.span != nil {
 			props = map[string]string{protocol.PropTraceparent: tp}
+		} else {
+			ctx = s.ctx
 		}
 	} else if len(f.Traceparent) > 0 {
 		tp = string(f.Traceparent)

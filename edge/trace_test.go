@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -221,5 +224,48 @@ func BenchmarkTraceOverhead(b *testing.B) {
 				l.onTraffic(wc)
 			})
 		})
+	}
+}
+
+// TestTraceFanoutAcrossLoops: a delivery to users on a running edge's two loops is one
+// edge.fanout span, ended after every loop wrote, with every recipient counted.
+func TestTraceFanoutAcrossLoops(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())), sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	cfg := testConfig()
+	cfg.TracerProvider = tp
+	s := startEdge(t, cfg)
+	var users []string
+	var conns []*websocket.Conn
+	for i := 0; i < 6; i++ {
+		u := "fan" + strconv.Itoa(i)
+		c, _ := dialGorilla(t, s, u)
+		users, conns = append(users, u), append(conns, c)
+	}
+	d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: users,
+		Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Frame: deliver("chat", `{"t":"x"}`)}
+	down(t, s, d)
+	for _, c := range conns {
+		if f := readFrame(t, c); f.Type != "chat" {
+			t.Fatalf("got %+v", f)
+		}
+	}
+	var fan []tracetest.SpanStub
+	checkFor(t, 5*time.Second, func() error {
+		fan = spanNamed(exp.GetSpans(), SpanFanout)
+		if len(fan) == 0 {
+			return fmt.Errorf("no fanout span")
+		}
+		return nil
+	})
+	if len(fan) != 1 {
+		t.Fatalf("%d fanout spans, want 1", len(fan))
+	}
+	if v, _ := attrOf(fan[0], "sb.recipients"); v.AsInt64() != 6 {
+		t.Fatalf("sb.recipients %d, want 6", v.AsInt64())
+	}
+	if v, _ := attrOf(fan[0], "sb.loops"); v.AsInt64() < 1 || v.AsInt64() > 2 {
+		t.Fatalf("sb.loops %d", v.AsInt64())
 	}
 }
