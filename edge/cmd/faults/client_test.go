@@ -485,11 +485,12 @@ type result struct {
 	dups                 int // one cmid stored twice
 	outOfOrder           int // a sender's later acked message stored before an earlier one
 	liveMissed           int // acked messages the peer did not get live (recovered by sync)
+	errored              int // acked messages the sender got an error frame for (e.g. 1005 after the redeliveries)
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("sent=%d acked=%d unacked=%d lost=%d dups=%d out_of_order=%d recovered_by_sync=%d",
-		r.sent, r.acked, r.unacked, r.lost, r.dups, r.outOfOrder, r.liveMissed)
+	return fmt.Sprintf("sent=%d acked=%d unacked=%d lost=%d dups=%d out_of_order=%d recovered_by_sync=%d sender_error_frames=%d",
+		r.sent, r.acked, r.unacked, r.lost, r.dups, r.outOfOrder, r.liveMissed, r.errored)
 }
 
 // verify stops the senders and, for every pair, syncs the conversation until every acked
@@ -549,6 +550,9 @@ func (l *load) verify(d time.Duration) result {
 			var last uint64
 			peer.mu.Lock()
 			for _, m := range acked {
+				if m.errCode != 0 {
+					r.errored++
+				}
 				seq, ok := seqOf[m.cmid]
 				if !ok {
 					r.lost++

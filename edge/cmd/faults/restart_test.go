@@ -88,6 +88,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	time.Sleep(time.Second)
 	restarted := time.Now()
 	rs.start()
+	t.Logf("Redis killed at %s, back at %s", killed.Format("15:04:05.000"), time.Now().Format("15:04:05.000"))
 	if p, err := c.presenceOf(users); err == nil && len(p) == len(users) {
 		t.Logf("presence answered whole right after the restart: %d users", len(p))
 	}
