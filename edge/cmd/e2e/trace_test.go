@@ -84,11 +84,12 @@ func TestChatMessageIsOneTrace(t *testing.T) {
 		return f.Type == chat.TypeMsg && decode[chat.Message](t, f).ID == r.ID
 	})
 
-	// Spans are exported when they end; the fanout span ends after the socket write, which
-	// may be just after bob's client read it.
+	// Spans are exported when they end: the fanout span after the socket write (maybe just
+	// after bob's client read it), logic's span after its downstream publishes were
+	// acknowledged (maybe after the fanout).
 	var spans tracetest.SpanStubs
 	var fanout *tracetest.SpanStub
-	eventually(t, 10*time.Second, "bob's edge.fanout span exported", func() bool {
+	eventually(t, 10*time.Second, "bob's edge.fanout and logic's span exported", func() bool {
 		spans = spans[:0]
 		for _, s := range exp.GetSpans() {
 			if s.SpanContext.TraceID() == tid {
@@ -96,13 +97,17 @@ func TestChatMessageIsOneTrace(t *testing.T) {
 			}
 		}
 		fanout = nil
+		handled := false
 		for i, s := range spans {
 			if s.Name == edge.SpanFanout && attr(s, "sb.edge") == e2.srv.ID() {
 				fanout = &spans[i]
 			}
+			handled = handled || s.Name == "logic "+chat.TypeSend
 		}
-		return fanout != nil
+		return fanout != nil && handled
 	})
+	fanoutSpan := *fanout // a copy: sorting moves the slice's elements
+	fanout = &fanoutSpan
 	sort.Slice(spans, func(i, j int) bool { return spans[i].StartTime.Before(spans[j].StartTime) })
 	t.Logf("trace %s:\n%s", tid, dumpSpans(spans))
 
