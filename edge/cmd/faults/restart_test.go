@@ -159,6 +159,12 @@ func TestRollingRestart(t *testing.T) {
 		// Let the load spread again before the next edge goes: new connections are not moved
 		// back by themselves, so the second drain moves whatever the second edge holds.
 	}
+	live := map[string]bool{c.edges[0].id: true, c.edges[1].id: true}
+	users := l.users()
+	whole := eventually(t, 10*time.Second, "every user online exactly once after the rolling restart", func() bool {
+		return c.presenceWhole(users, live)
+	})
+	t.Logf("presence whole (every user exactly once) %v after the second edge was back", whole.Round(time.Millisecond))
 	time.Sleep(time.Second)
 	r := l.verify(syncWait)
 	moves, codes := l.moves(), map[int]int{}
