@@ -35,6 +35,7 @@ import (
 
 	"github.com/switchboard-io/switchboard/edge"
 	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
+	"github.com/switchboard-io/switchboard/edge/telemetry"
 	"github.com/switchboard-io/switchboard/edge/web"
 	"github.com/switchboard-io/switchboard/logic/bus"
 	"github.com/switchboard-io/switchboard/router/client"
@@ -155,6 +156,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	// Tracing from the standard OTEL_* variables; nothing installed (no cost) when unset.
+	stopTracing, err := telemetry.Setup(ctx, "switchboard-edge")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 
 	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, Logger: log.With("component", "pulsar")})
 	if err != nil {
@@ -212,6 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
 	ds, err := wire.Subscribe(ctx, b, wire.Config{
 		Edge:      srv.ID(),
 		Namespace: o.namespace,

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/switchboard-io/switchboard/edge"
 	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
+	"github.com/switchboard-io/switchboard/edge/telemetry"
 	"github.com/switchboard-io/switchboard/edge/web"
 	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/bus"
@@ -82,6 +84,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLvl}))
+	// Tracing is off unless OTEL_* variables ask for an exporter (then zero cost when off).
+	stopTracing, err := telemetry.Setup(ctx, "switchboard")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 
 	pres, err := presence.NewMemoryStore(presence.MemoryConfig{Logger: log.With("component", "presence")})
 	if err != nil {
@@ -104,6 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler(web.Config{}))
 	srv, err := edge.New(edge.Config{
 		ID:              o.id,
 		Addr:            o.addr,
@@ -112,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		InsecureDevAuth: true,
 		Publisher:       wire.NewPublisher(b, ""),
 		Presence:        pres,
-		HTTPHandler:     web.Handler(web.Config{}),
+		HTTPHandler:     mux,
 		DrainWindow:     o.drain,
 		MoveJitter:      o.drain,
 		DrainGrace:      time.Second,
@@ -121,6 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
 	ds, err := wire.Subscribe(ctx, b, wire.Config{
 		Edge:      o.id,
 		Retryable: func(err error) bool { return errors.Is(err, edge.ErrNotReady) },

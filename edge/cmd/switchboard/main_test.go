@@ -91,6 +91,16 @@ func TestEmbeddedServesPageAndWebSocket(t *testing.T) {
 		t.Fatalf("GET %s: %d %.80q", page, res.StatusCode, body)
 	}
 
+	res, err = http.Get(page + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "sb_edge_connections") {
+		t.Fatalf("GET %smetrics: %d %.200q", page, res.StatusCode, body)
+	}
+
 	d := websocket.Dialer{Subprotocols: []string{"switchboard.v1.json"}, HandshakeTimeout: 5 * time.Second}
 	c, resp, err := d.Dial(wsURL+"?user=gopher", nil)
 	if err != nil {
