@@ -220,7 +220,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
-	ds, err := wire.Subscribe(ctx, b, wire.Config{
+	// Not ctx: the signal ends ctx, and deliveries must keep reaching the edge's clients
+	// during the drain; ds is closed after Shutdown.
+	ds, err := wire.Subscribe(context.Background(), b, wire.Config{
 		Edge:      srv.ID(),
 		Namespace: o.namespace,
 		Retryable: func(err error) bool { return errors.Is(err, edge.ErrNotReady) },
