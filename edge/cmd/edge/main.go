@@ -24,16 +24,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/switchboard-io/switchboard/edge"
+	"github.com/switchboard-io/switchboard/edge/cmd/internal/cli"
 	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
 	"github.com/switchboard-io/switchboard/edge/telemetry"
 	"github.com/switchboard-io/switchboard/edge/web"
@@ -41,43 +39,7 @@ import (
 	"github.com/switchboard-io/switchboard/router/client"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "edge:", err)
-		os.Exit(1)
-	}
-}
-
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return d
-	}
-	return def
-}
-
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return n
-	}
-	return def
-}
-
-func envBool(name string) bool {
-	b, _ := strconv.ParseBool(os.Getenv(name))
-	return b
-}
+func main() { cli.Main("edge", run) }
 
 type options struct {
 	addr, id, path, pulsar, namespace, router string
@@ -94,28 +56,25 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.addr, "addr", env("SB_EDGE_ADDR", "127.0.0.1:8080"), "listen address (SB_EDGE_ADDR)")
-	fs.StringVar(&o.id, "id", env("SB_EDGE_ID", ""), "edge id, [A-Za-z0-9._-]{1,64}, unique in the cluster; names its Pulsar topic (SB_EDGE_ID; empty: edge-<pid>)")
-	fs.StringVar(&o.path, "path", env("SB_EDGE_PATH", "/ws"), "WebSocket path (SB_EDGE_PATH)")
-	fs.StringVar(&o.pulsar, "pulsar", env("SB_PULSAR_URL", ""), "Pulsar service URL, required (SB_PULSAR_URL)")
-	fs.StringVar(&o.namespace, "namespace", env("SB_NAMESPACE", ""), "Pulsar tenant/namespace of the topics (SB_NAMESPACE; empty: public/default)")
-	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC target, required: host:port or dns:///name:port (SB_ROUTER_ADDR)")
-	secretFile := fs.String("jwt-secret-file", env("SB_JWT_SECRET_FILE", ""), "file holding the HS256 JWT secret (SB_JWT_SECRET_FILE; or the secret itself in SB_JWT_SECRET)")
-	fs.StringVar(&o.audience, "jwt-audience", env("SB_JWT_AUDIENCE", ""), "required aud claim (SB_JWT_AUDIENCE; empty: not checked)")
-	fs.BoolVar(&o.devAuth, "insecure-dev-auth", envBool("SB_EDGE_INSECURE_DEV_AUTH"), "accept ?user=<id> without a token: development only (SB_EDGE_INSECURE_DEV_AUTH)")
-	fs.BoolVar(&o.demo, "demo", envBool("SB_EDGE_DEMO"), "serve the demo page at / (SB_EDGE_DEMO)")
-	fs.BoolVar(&o.devTokens, "dev-tokens", envBool("SB_EDGE_DEV_TOKENS"), "issue HS256 tokens for any user at /auth/dev-token?user=<id>: demos only (SB_EDGE_DEV_TOKENS)")
-	origins := fs.String("origins", env("SB_EDGE_ORIGINS", ""), "comma-separated allowed Origins for browsers (SB_EDGE_ORIGINS; empty: any)")
-	fs.IntVar(&o.loops, "loops", envInt("SB_EDGE_LOOPS", 0), "event loops (SB_EDGE_LOOPS; 0: one per CPU)")
-	fs.DurationVar(&o.drain, "drain", envDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
-	fs.DurationVar(&o.moveJitter, "move-jitter", envDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
-	fs.DurationVar(&o.lease, "lease", envDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
-	verbose := fs.Bool("v", envBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.addr, "addr", cli.Env("SB_EDGE_ADDR", "127.0.0.1:8080"), "listen address (SB_EDGE_ADDR)")
+	fs.StringVar(&o.id, "id", cli.Env("SB_EDGE_ID", ""), "edge id, [A-Za-z0-9._-]{1,64}, unique in the cluster; names its Pulsar topic (SB_EDGE_ID; empty: edge-<pid>)")
+	fs.StringVar(&o.path, "path", cli.Env("SB_EDGE_PATH", "/ws"), "WebSocket path (SB_EDGE_PATH)")
+	fs.StringVar(&o.pulsar, "pulsar", cli.Env("SB_PULSAR_URL", ""), "Pulsar service URL, required (SB_PULSAR_URL)")
+	fs.StringVar(&o.namespace, "namespace", cli.Env("SB_NAMESPACE", ""), "Pulsar tenant/namespace of the topics (SB_NAMESPACE; empty: public/default)")
+	fs.StringVar(&o.router, "router", cli.Env("SB_ROUTER_ADDR", ""), "router gRPC target, required: host:port or dns:///name:port (SB_ROUTER_ADDR)")
+	secretFile := fs.String("jwt-secret-file", cli.Env("SB_JWT_SECRET_FILE", ""), "file holding the HS256 JWT secret (SB_JWT_SECRET_FILE; or the secret itself in SB_JWT_SECRET)")
+	fs.StringVar(&o.audience, "jwt-audience", cli.Env("SB_JWT_AUDIENCE", ""), "required aud claim (SB_JWT_AUDIENCE; empty: not checked)")
+	fs.BoolVar(&o.devAuth, "insecure-dev-auth", cli.EnvBool("SB_EDGE_INSECURE_DEV_AUTH"), "accept ?user=<id> without a token: development only (SB_EDGE_INSECURE_DEV_AUTH)")
+	fs.BoolVar(&o.demo, "demo", cli.EnvBool("SB_EDGE_DEMO"), "serve the demo page at / (SB_EDGE_DEMO)")
+	fs.BoolVar(&o.devTokens, "dev-tokens", cli.EnvBool("SB_EDGE_DEV_TOKENS"), "issue HS256 tokens for any user at /auth/dev-token?user=<id>: demos only (SB_EDGE_DEV_TOKENS)")
+	origins := fs.String("origins", cli.Env("SB_EDGE_ORIGINS", ""), "comma-separated allowed Origins for browsers (SB_EDGE_ORIGINS; empty: any)")
+	fs.IntVar(&o.loops, "loops", cli.EnvInt("SB_EDGE_LOOPS", 0), "event loops (SB_EDGE_LOOPS; 0: one per CPU)")
+	fs.DurationVar(&o.drain, "drain", cli.EnvDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
+	fs.DurationVar(&o.moveJitter, "move-jitter", cli.EnvDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
+	fs.DurationVar(&o.lease, "lease", cli.EnvDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
+	verbose := fs.Bool("v", cli.EnvBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
+	if err := cli.Parse(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	switch {
 	case *secretFile != "":
@@ -143,10 +102,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if o.devTokens && len(o.jwtSecret) == 0 {
 		return o, errors.New("-dev-tokens needs a JWT secret to sign with")
 	}
-	o.logLevel = slog.LevelInfo
-	if *verbose {
-		o.logLevel = slog.LevelDebug
-	}
+	o.logLevel = cli.LogLevel(*verbose)
 	return o, nil
 }
 
@@ -220,14 +176,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
-	// Not ctx: the signal ends ctx, and deliveries must keep reaching the edge's clients
-	// during the drain; ds is closed after Shutdown.
-	ds, err := wire.Subscribe(context.Background(), b, wire.Config{
-		Edge:      srv.ID(),
-		Namespace: o.namespace,
-		Retryable: func(err error) bool { return errors.Is(err, edge.ErrNotReady) },
-		Logger:    log.With("component", "wire"),
-	}, srv.HandleDownstream)
+	// Closed after Shutdown: deliveries keep reaching the edge's clients during the drain.
+	ds, err := cli.Subscribe(b, srv, o.namespace, log)
 	if err != nil {
 		return err
 	}

@@ -13,18 +13,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/switchboard-io/switchboard/edge"
+	"github.com/switchboard-io/switchboard/edge/cmd/internal/cli"
 	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
 	"github.com/switchboard-io/switchboard/edge/telemetry"
 	"github.com/switchboard-io/switchboard/edge/web"
@@ -33,17 +30,7 @@ import (
 	"github.com/switchboard-io/switchboard/router/presence"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "switchboard:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("switchboard", run) }
 
 type options struct {
 	addr   string
@@ -63,16 +50,10 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.loops, "loops", 0, "edge event loops (0: one per CPU)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Second, "on SIGINT/SIGTERM, span over which clients are told to move")
 	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	o.logLvl = slog.LevelInfo
-	if *verbose {
-		o.logLvl = slog.LevelDebug
-	}
+	o.logLvl = cli.LogLevel(*verbose)
 	return o, nil
 }
 
@@ -132,13 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
-	// Not ctx: the signal ends ctx, and deliveries must keep reaching the edge's clients
-	// during the drain; ds is closed after Shutdown.
-	ds, err := wire.Subscribe(context.Background(), b, wire.Config{
-		Edge:      o.id,
-		Retryable: func(err error) bool { return errors.Is(err, edge.ErrNotReady) },
-		Logger:    log.With("component", "wire"),
-	}, srv.HandleDownstream)
+	// Closed after Shutdown: deliveries keep reaching the edge's clients during the drain.
+	ds, err := cli.Subscribe(b, srv, "", log)
 	if err != nil {
 		return err
 	}
