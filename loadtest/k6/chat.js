@@ -3,9 +3,8 @@
 //   k6 run --no-usage-report -e SB_URL=… -e PAIRS=100 -e RATE_PER_PAIR=2 chat.js
 // SB_URL_B (optional) puts the B sides on another edge (cluster: A and B on different edges).
 import ws from 'k6/ws';
-import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { errors, env, frame, params, parseStamp, stamp, texts, userURL } from './lib.js';
+import { checkSession, errors, env, frame, onceEach, paced, params, parseStamp, stamp, texts, userURL } from './lib.js';
 
 const PAIRS = env('PAIRS', 100);
 const RATE = env('RATE_PER_PAIR', 2);
@@ -20,20 +19,10 @@ const rtt = new Trend('sb_chat_rtt_ms', true);
 const sent = new Counter('sb_sent');
 const replies = new Counter('sb_replies');
 
-export const options = {
-  scenarios: {
-    chat: {
-      executor: 'per-vu-iterations', vus: 2 * PAIRS, iterations: 1,
-      maxDuration: `${SETUP + DURATION + GRACE + 60}s`,
-    },
-  },
-  thresholds: {
-    checks: ['rate>0.99'],
-    sb_errors: ['count<1'],
-    sb_chat_rtt_ms: ['p(50)<50', 'p(99)<250'],
-    sb_replies: ['count>0'],
-  },
-};
+export const options = onceEach('chat', 2 * PAIRS, SETUP + DURATION + GRACE, {
+  sb_chat_rtt_ms: ['p(50)<50', 'p(99)<250'],
+  sb_replies: ['count>0'],
+});
 
 // setup runs once: every VU must agree on the user names of a pair (the init context runs per
 // VU, so a random prefix there would differ between A and B).
@@ -75,19 +64,12 @@ export default function (data) {
     });
     socket.on('error', () => errors.add(1));
     if (isA) {
-      let seq = 0;
-      const total = Math.floor(RATE * DURATION);
-      socket.setTimeout(() => {
-        socket.setInterval(() => {
-          if (seq >= total) return;
-          socket.send(frame('chat.send', { to: peer, text: stamp('C', seq, SIZE), cmid: `${me}-${seq}` }));
-          seq++;
-          sent.add(1);
-        }, 1000 / RATE);
-      }, SETUP * 1000);
+      paced(socket, RATE, Math.floor(RATE * DURATION), SETUP, (seq) => {
+        socket.send(frame('chat.send', { to: peer, text: stamp('C', seq, SIZE), cmid: `${me}-${seq}` }));
+        sent.add(1);
+      });
     }
     socket.setTimeout(() => socket.close(), (SETUP + DURATION + GRACE) * 1000);
   });
-  check(res, { 'status 101': (r) => r && r.status === 101 });
-  check(welcomed, { welcomed: (w) => w });
+  checkSession(res, 'welcomed', welcomed);
 }

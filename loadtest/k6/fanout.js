@@ -4,9 +4,10 @@
 //   k6 run --no-usage-report -e SB_URL=… -e MEMBERS=500 -e RATE=20 -e DURATION=10 fanout.js
 import ws from 'k6/ws';
 import exec from 'k6/execution';
-import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { errors, env, frame, params, parseStamp, stamp, texts, userURL, JOIN, PREFIX, ROOM, SEND } from './lib.js';
+import {
+  checkSession, errors, env, frame, onceEach, paced, params, parseStamp, stamp, texts, userURL, JOIN, PREFIX, ROOM, SEND,
+} from './lib.js';
 
 const MEMBERS = env('MEMBERS', 200);
 // PUBLISHERS VUs share the RATE (a per-user rate limit, e.g. the danmaku plugin's 2/s, must
@@ -22,20 +23,10 @@ const latency = new Trend('sb_fanout_latency_ms', true);
 const deliveries = new Counter('sb_deliveries');
 const sent = new Counter('sb_sent');
 
-export const options = {
-  scenarios: {
-    fanout: {
-      executor: 'per-vu-iterations', vus: MEMBERS + PUBLISHERS, iterations: 1,
-      maxDuration: `${SETUP + DURATION + GRACE + 60}s`,
-    },
-  },
-  thresholds: {
-    checks: ['rate>0.99'],
-    sb_errors: ['count<1'],
-    sb_fanout_latency_ms: ['p(99)<250'],
-    sb_deliveries: ['count>0'],
-  },
-};
+export const options = onceEach('fanout', MEMBERS + PUBLISHERS, SETUP + DURATION + GRACE, {
+  sb_fanout_latency_ms: ['p(99)<250'],
+  sb_deliveries: ['count>0'],
+});
 
 export default function () {
   const publisher = exec.vu.idInTest <= PUBLISHERS;
@@ -62,19 +53,13 @@ export default function () {
     });
     socket.on('error', () => errors.add(1));
     if (publisher) {
-      let seq = 0;
       const rate = RATE / PUBLISHERS;
-      const total = Math.floor(rate * DURATION);
-      socket.setTimeout(() => {
-        socket.setInterval(() => {
-          if (seq >= total) return;
-          socket.send(frame(SEND, { room: ROOM, text: stamp('F', seq++, SIZE) }));
-          sent.add(1);
-        }, 1000 / rate);
-      }, SETUP * 1000);
+      paced(socket, rate, Math.floor(rate * DURATION), SETUP, (seq) => {
+        socket.send(frame(SEND, { room: ROOM, text: stamp('F', seq, SIZE) }));
+        sent.add(1);
+      });
     }
     socket.setTimeout(() => socket.close(), (SETUP + DURATION + GRACE) * 1000);
   });
-  check(res, { 'status 101': (r) => r && r.status === 101 });
-  check(joined, { joined: (j) => j });
+  checkSession(res, 'joined', joined);
 }

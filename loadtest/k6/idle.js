@@ -1,42 +1,13 @@
 // idle: CONNS connections that each hold HOLD seconds with a ping every PING seconds.
 //   k6 run --no-usage-report -e SB_URL=ws://127.0.0.1:8080/ws -e CONNS=500 idle.js
-import ws from 'k6/ws';
-import { check } from 'k6';
-import { errors, env, frame, params, userURL, welcomeTime, PREFIX } from './lib.js';
+import { env, hold, onceEach, PREFIX } from './lib.js';
 
 const CONNS = env('CONNS', 200);
 const HOLD = env('HOLD', 20);
 const PING = env('PING', 5);
 
-export const options = {
-  scenarios: {
-    idle: { executor: 'per-vu-iterations', vus: CONNS, iterations: 1, maxDuration: `${HOLD + 60}s` },
-  },
-  thresholds: {
-    checks: ['rate>0.99'],
-    sb_errors: ['count<1'],
-    sb_welcome_ms: ['p(99)<1000'],
-  },
-};
+export const options = onceEach('idle', CONNS, HOLD, { sb_welcome_ms: ['p(99)<1000'] });
 
 export default function () {
-  const url = userURL(`${PREFIX}-i${__VU}`); // a token fetch (SB_TOKEN_URL) is not part of the handshake time
-  const t0 = Date.now();
-  let welcomed = false;
-  const res = ws.connect(url, params, (socket) => {
-    socket.on('message', (m) => {
-      const f = JSON.parse(m);
-      if (f.type === 'welcome' && !welcomed) {
-        welcomed = true;
-        welcomeTime.add(Date.now() - t0);
-      } else if (f.type === 'error') {
-        errors.add(1);
-      }
-    });
-    socket.on('error', () => errors.add(1));
-    socket.setInterval(() => socket.ping(), PING * 1000);
-    socket.setTimeout(() => socket.close(), HOLD * 1000);
-  });
-  check(res, { 'status 101': (r) => r && r.status === 101 });
-  check(welcomed, { welcomed: (w) => w });
+  hold(`${PREFIX}-i${__VU}`, HOLD, PING);
 }

@@ -13,6 +13,8 @@
 // are accepted both merged ("danmaku.batch" {items:[{text}]}) and one per frame (any type whose
 // data has "text"), so the same scripts run against Switchboard and the naive hub.
 import http from 'k6/http';
+import ws from 'k6/ws';
+import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 
 export const URL = __ENV.SB_URL || 'ws://127.0.0.1:8080/ws';
@@ -72,4 +74,57 @@ export function texts(f) {
   if (Array.isArray(d.items)) return d.items.map((it) => it.text);
   if (typeof d.text === 'string') return [d.text];
   return [];
+}
+
+// onceEach is the options of a scenario name in which each of vus VUs runs one iteration,
+// bounded to secs + 60 s, with the common thresholds (checks pass, no error frames) and extra.
+export function onceEach(name, vus, secs, extra) {
+  return {
+    scenarios: {
+      [name]: { executor: 'per-vu-iterations', vus, iterations: 1, maxDuration: `${secs + 60}s` },
+    },
+    thresholds: Object.assign({ checks: ['rate>0.99'], sb_errors: ['count<1'] }, extra),
+  };
+}
+
+// checkSession checks that the WebSocket upgrade succeeded (res of ws.connect) and that the
+// session reached its goal (ok, named what).
+export function checkSession(res, what, ok) {
+  check(res, { 'status 101': (r) => r && r.status === 101 });
+  check(ok, { [what]: (v) => v });
+}
+
+// paced calls send(seq) for seq = 0 … total-1 on socket, every 1000/rate ms, starting delay
+// seconds from now.
+export function paced(socket, rate, total, delay, send) {
+  let seq = 0;
+  socket.setTimeout(() => {
+    socket.setInterval(() => {
+      if (seq >= total) return;
+      send(seq++);
+    }, 1000 / rate);
+  }, delay * 1000);
+}
+
+// hold connects user, records the time from dial to the server's welcome in sb_welcome_ms,
+// counts error frames, pings every ping seconds (undefined: never) and closes after holdSecs.
+export function hold(user, holdSecs, ping) {
+  const url = userURL(user); // a token fetch (SB_TOKEN_URL) is not part of the handshake time
+  const t0 = Date.now();
+  let welcomed = false;
+  const res = ws.connect(url, params, (socket) => {
+    socket.on('message', (m) => {
+      const f = JSON.parse(m);
+      if (f.type === 'welcome' && !welcomed) {
+        welcomed = true;
+        welcomeTime.add(Date.now() - t0);
+      } else if (f.type === 'error') {
+        errors.add(1);
+      }
+    });
+    socket.on('error', () => errors.add(1));
+    if (ping !== undefined) socket.setInterval(() => socket.ping(), ping * 1000);
+    socket.setTimeout(() => socket.close(), holdSecs * 1000);
+  });
+  checkSession(res, 'welcomed', welcomed);
 }
