@@ -20,8 +20,8 @@ import (
 func BenchmarkServicePresence(b *testing.B) {
 	for _, target := range []struct{ name, env string }{{"standalone", "SB_REDIS_ADDR"}, {"cluster", "SB_REDIS_CLUSTER_ADDRS"}} {
 		b.Run(target.name, func(b *testing.B) {
-			rc := redisClient(b, target.env)
-			st := newRedisStore(b, rc, testPrefix(), 200*time.Millisecond)
+			rc := presencetest.RedisClient(b, target.env)
+			st := newRedisStore(b, rc, presencetest.RedisPrefix(), 200*time.Millisecond)
 			c, _ := serve(b, st, client.Config{CacheTTL: -1})
 			presencetest.Bench(b, c, presencetest.RedisCPU(rc))
 		})

@@ -9,24 +9,9 @@ import (
 
 	"github.com/switchboard-io/switchboard/router/client"
 	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/presence/presencetest"
 	"github.com/switchboard-io/switchboard/router/server"
 )
-
-// waitFor polls cond until it returns nil or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func nconns(t *testing.T, c *client.Client, user string) int {
 	t.Helper()
@@ -59,7 +44,7 @@ func TestCacheInvalidation(t *testing.T) {
 	}
 	id := uint64(100)
 	for _, c := range []*client.Client{logic, short} {
-		waitFor(t, 5*time.Second, "cache live", func() error {
+		presencetest.WaitUntil(t, 5*time.Second, "cache live", func() error {
 			// A fresh probe user per attempt: first device, then a second one (no user event).
 			// A live cache keeps answering 1.
 			id += 2
@@ -93,7 +78,7 @@ func TestCacheInvalidation(t *testing.T) {
 	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 3, User: "carol"}}); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 5*time.Second, "online event invalidates", func() error {
+	took := presencetest.WaitUntil(t, 5*time.Second, "online event invalidates", func() error {
 		if n := nconns(t, logic, "carol"); n != 1 {
 			return fmt.Errorf("carol %d conns", n)
 		}
@@ -109,7 +94,7 @@ func TestCacheInvalidation(t *testing.T) {
 	if n := nconns(t, logic, "alice"); n != 1 {
 		t.Fatalf("long-TTL cache: alice %d conns, want the cached 1", n)
 	}
-	took = waitFor(t, 2*time.Second, "TTL bound", func() error {
+	took = presencetest.WaitUntil(t, 2*time.Second, "TTL bound", func() error {
 		if n := nconns(t, short, "alice"); n != 2 {
 			return fmt.Errorf("alice %d conns", n)
 		}
@@ -158,7 +143,7 @@ func TestRouterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		var srv *server.Server
-		waitFor(t, 5*time.Second, "listen", func() error {
+		presencetest.WaitUntil(t, 5*time.Second, "listen", func() error {
 			srv, err = server.New(server.Config{Addr: addr, Store: mem})
 			return err
 		})
@@ -190,7 +175,7 @@ func TestRouterRestart(t *testing.T) {
 	if ev := <-evs; ev.User != "alice" || ev.Kind != presence.EventUserOnline {
 		t.Fatalf("event %+v", ev)
 	}
-	waitFor(t, 5*time.Second, "alice cached", func() error {
+	presencetest.WaitUntil(t, 5*time.Second, "alice cached", func() error {
 		if n := nconns(t, c, "alice"); n != 1 {
 			return fmt.Errorf("alice %d", n)
 		}
@@ -203,7 +188,7 @@ func TestRouterRestart(t *testing.T) {
 	_, stop2 := start(addr)
 	defer stop2()
 	// The new router knows nothing: alice must not come from the old router's cached answer.
-	waitFor(t, 5*time.Second, "cache dropped after restart", func() error {
+	presencetest.WaitUntil(t, 5*time.Second, "cache dropped after restart", func() error {
 		m, err := c.ResolveUsers(ctx, []string{"alice"})
 		if err != nil {
 			return err
@@ -220,7 +205,7 @@ func TestRouterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := uint64(10)
-	waitFor(t, 5*time.Second, "event after restart", func() error {
+	presencetest.WaitUntil(t, 5*time.Second, "event after restart", func() error {
 		id++
 		u := fmt.Sprintf("u%d", id)
 		if err := c.Apply(ctx, "e", ep2, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: u}}); err != nil {

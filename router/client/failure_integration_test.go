@@ -6,122 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchboard-io/switchboard/router/client"
 	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/presence/presencetest"
 )
-
-// simEdge plays an edge through the router client: it renews every ttl/3 and, on
-// ErrLeaseLost from Renew or Apply, registers again and Syncs its full state (what the edge
-// package's reporter does). No client connection of the edge is touched.
-type simEdge struct {
-	c     *client.Client
-	id    string
-	ttl   time.Duration
-	conns []presence.Conn
-	rooms map[string][]uint64
-
-	mu       sync.Mutex
-	epoch    uint64
-	resyncs  int
-	lastSync time.Time
-}
-
-func (e *simEdge) start(ctx context.Context, t *testing.T) (stop func()) {
-	t.Helper()
-	if err := e.resync(ctx); err != nil {
-		t.Fatalf("edge %s start: %v", e.id, err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(e.ttl / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			ep := e.current()
-			if err := e.c.Renew(ctx, e.id, ep); errors.Is(err, presence.ErrLeaseLost) {
-				_ = e.resyncFrom(ctx, ep) // retried at the next tick on failure
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-func (e *simEdge) current() uint64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.epoch
-}
-
-// apply reports ops; on ErrLeaseLost it re-registers and Syncs (the ops are part of the
-// edge's state already, so the Sync carries them).
-func (e *simEdge) apply(ctx context.Context, ops []presence.Op) (resynced bool, err error) {
-	ep := e.current()
-	err = e.c.Apply(ctx, e.id, ep, ops)
-	if errors.Is(err, presence.ErrLeaseLost) {
-		return true, e.resyncFrom(ctx, ep)
-	}
-	return false, err
-}
-
-// resyncFrom re-registers and Syncs unless the edge already left epoch from (another
-// goroutine of the edge saw the loss first).
-func (e *simEdge) resyncFrom(ctx context.Context, from uint64) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.epoch != from {
-		return nil
-	}
-	return e.resyncLocked(ctx)
-}
-
-func (e *simEdge) resync(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.resyncLocked(ctx)
-}
-
-func (e *simEdge) resyncLocked(ctx context.Context) error {
-	ep, err := e.c.Register(ctx, e.id, e.ttl)
-	if err != nil {
-		return err
-	}
-	if err := e.c.Sync(ctx, e.id, ep, e.conns, e.rooms); err != nil {
-		return err
-	}
-	e.epoch = ep
-	e.resyncs++
-	e.lastSync = time.Now()
-	return nil
-}
-
-func edgeState(prefix string, n int) ([]presence.Conn, map[string][]uint64) {
-	conns := make([]presence.Conn, n)
-	rooms := map[string][]uint64{}
-	for i := range conns {
-		conns[i] = presence.Conn{ConnID: uint64(i + 1), User: fmt.Sprintf("%s-user-%d", prefix, i), Meta: map[string]string{"d": "web"}}
-		r := fmt.Sprintf("room-%d", i%10)
-		rooms[r] = append(rooms[r], uint64(i+1))
-	}
-	return conns, rooms
-}
-
-func userNames(conns []presence.Conn) []string {
-	out := make([]string, len(conns))
-	for i, c := range conns {
-		out[i] = c.User
-	}
-	return out
-}
 
 // TestServiceLeaseLapse: through the router service with its defaults (lease 3s, refresh
 // 200ms) and logic's client with its default cache (200ms): an edge stops renewing; uncached
@@ -133,8 +24,8 @@ func TestServiceLeaseLapse(t *testing.T)        { testServiceLeaseLapse(t, "SB_R
 func TestServiceLeaseLapseCluster(t *testing.T) { testServiceLeaseLapse(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testServiceLeaseLapse(t *testing.T, env string) {
-	rc := redisClient(t, env)
-	st := newRedisStore(t, rc, testPrefix(), 0)
+	rc := presencetest.RedisClient(t, env)
+	st := newRedisStore(t, rc, presencetest.RedisPrefix(), 0)
 	edgeC, srv := serve(t, st, client.Config{CacheTTL: -1})
 	logic := newClient(t, srv, client.Config{}) // default cache
 	const lease, cacheTTL = presence.DefaultLeaseTTL, 200 * time.Millisecond
@@ -144,14 +35,14 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns, rooms := edgeState("lapse", 200)
-	dying := &simEdge{c: edgeC, id: "edge-dying", ttl: lease, conns: conns, rooms: rooms}
-	stop := dying.start(ctx, t)
-	live := &simEdge{c: edgeC, id: "edge-live", ttl: 30 * time.Second, // the control: a long lease, so load cannot lapse it
-		conns: conns[:1]}
-	stopLive := live.start(ctx, t)
+	conns, rooms := presencetest.EdgeState("lapse", 200)
+	dying := &presencetest.SimEdge{P: edgeC, ID: "edge-dying", TTL: lease, Conns: conns, Rooms: rooms}
+	stop := dying.Start(ctx, t)
+	live := &presencetest.SimEdge{P: edgeC, ID: "edge-live", TTL: 30 * time.Second, // the control: a long lease, so load cannot lapse it
+		Conns: conns[:1]}
+	stopLive := live.Start(ctx, t)
 	defer stopLive()
-	all := userNames(conns)
+	all := presencetest.Users(conns)
 	if m, err := logic.ResolveUsers(ctx, all); err != nil || len(m) != len(conns) {
 		t.Fatalf("before lapse: %d users, err %v", len(m), err)
 	}
@@ -166,12 +57,12 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 		}
 	}
 	stop()                                                              // the edge dies: no more renewals
-	if err := edgeC.Renew(ctx, dying.id, dying.current()); err != nil { // the lease runs from here
+	if err := edgeC.Renew(ctx, dying.ID, dying.Current()); err != nil { // the lease runs from here
 		t.Fatal(err)
 	}
 	lastRenew := time.Now()
 	// Uncached reads (every call reaches the router) hide the edge at its lease deadline.
-	waitFor(t, lease+time.Second, "dead edge's users hidden (uncached)", func() error {
+	presencetest.WaitUntil(t, lease+time.Second, "dead edge's users hidden (uncached)", func() error {
 		m, err := edgeC.ResolveUsers(ctx, all)
 		if err != nil {
 			return err
@@ -183,7 +74,7 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 	})
 	hiddenUncached := time.Since(lastRenew)
 	// logic's cached reads within lease + CacheTTL.
-	waitFor(t, lease+cacheTTL+time.Second, "dead edge's users hidden", func() error {
+	presencetest.WaitUntil(t, lease+cacheTTL+time.Second, "dead edge's users hidden", func() error {
 		m, err := logic.ResolveUsers(ctx, all)
 		if err != nil {
 			return err
@@ -220,7 +111,7 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 	if offline[conns[0].User] {
 		t.Fatal("a user with a live connection got an offline event")
 	}
-	if err := edgeC.Renew(ctx, dying.id, dying.current()); !errors.Is(err, presence.ErrLeaseLost) {
+	if err := edgeC.Renew(ctx, dying.ID, dying.Current()); !errors.Is(err, presence.ErrLeaseLost) {
 		t.Fatalf("Renew after lapse: %v, want ErrLeaseLost", err)
 	}
 	t.Logf("lease %v, cache %v: after the dead edge's last renewal, uncached reads hid it after %v, logic's cached reads after %v; all %d offline events by %v",
@@ -237,23 +128,23 @@ func TestServiceDataLoss(t *testing.T)        { testServiceDataLoss(t, "SB_REDIS
 func TestServiceDataLossCluster(t *testing.T) { testServiceDataLoss(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testServiceDataLoss(t *testing.T, env string) {
-	rc := redisClient(t, env)
-	prefix := testPrefix()
+	rc := presencetest.RedisClient(t, env)
+	prefix := presencetest.RedisPrefix()
 	st := newRedisStore(t, rc, prefix, 0)
 	edgeC, srv := serve(t, st, client.Config{CacheTTL: -1})
 	logic := newClient(t, srv, client.Config{})
 	const lease = presence.DefaultLeaseTTL
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var edges []*simEdge
+	var edges []*presencetest.SimEdge
 	var all []string
 	for i := 0; i < 3; i++ {
-		conns, rooms := edgeState(fmt.Sprintf("e%d", i), 1000)
-		e := &simEdge{c: edgeC, id: fmt.Sprintf("edge-%d", i), ttl: lease, conns: conns, rooms: rooms}
-		stop := e.start(ctx, t)
+		conns, rooms := presencetest.EdgeState(fmt.Sprintf("e%d", i), 1000)
+		e := &presencetest.SimEdge{P: edgeC, ID: fmt.Sprintf("edge-%d", i), TTL: lease, Conns: conns, Rooms: rooms}
+		stop := e.Start(ctx, t)
 		defer stop()
 		edges = append(edges, e)
-		all = append(all, userNames(conns)...)
+		all = append(all, presencetest.Users(conns)...)
 	}
 	whole := func() error {
 		m, err := logic.ResolveUsers(ctx, all)
@@ -286,32 +177,31 @@ func testServiceDataLoss(t *testing.T, env string) {
 		}
 		return nil
 	}
-	waitFor(t, 5*time.Second, "initial state", whole)
+	presencetest.WaitUntil(t, 5*time.Second, "initial state", whole)
 	// The loss is atomic for the edges, as a FLUSHALL is: none re-syncs while it happens.
 	for _, e := range edges {
-		e.mu.Lock()
+		e.Lock()
 	}
-	wipePrefix(t, rc, prefix)
+	presencetest.WipePrefix(t, rc, prefix)
 	for _, e := range edges {
-		e.mu.Unlock()
+		e.Unlock()
 	}
 	lost := time.Now()
 	// Edge 0 has something to report right after the loss: its Apply fails with
 	// ErrLeaseLost and it resyncs at once (the others notice at their next Renew).
-	resynced, err := edges[0].apply(ctx, []presence.Op{{Kind: presence.OpJoin, ConnID: 1, Room: "room-0"}})
+	resynced, err := edges[0].Apply(ctx, []presence.Op{{Kind: presence.OpJoin, ConnID: 1, Room: "room-0"}})
 	if err != nil || !resynced {
 		t.Fatalf("Apply after data loss: resynced=%v err=%v, want ErrLeaseLost and a resync", resynced, err)
 	}
 	bound := lease/3 + 6*time.Second // typical: about lease/3 (see the log line); slack for a loaded machine
-	waitFor(t, bound, "presence whole after data loss", whole)
+	presencetest.WaitUntil(t, bound, "presence whole after data loss", whole)
 	took := time.Since(lost)
 	for _, e := range edges {
-		e.mu.Lock()
-		if e.resyncs != 2 {
-			t.Errorf("edge %s resynced %d times, want 2 (start + loss)", e.id, e.resyncs)
+		n, last := e.Resyncs()
+		if n != 2 {
+			t.Errorf("edge %s resynced %d times, want 2 (start + loss)", e.ID, n)
 		}
-		t.Logf("edge %s re-synced %v after the loss", e.id, e.lastSync.Sub(lost))
-		e.mu.Unlock()
+		t.Logf("edge %s re-synced %v after the loss", e.ID, last.Sub(lost))
 	}
 	t.Logf("data loss: presence of 3 edges x 1000 conns whole again for logic %v later (bound %v)", took, bound)
 }

@@ -4,12 +4,7 @@ package client_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,100 +15,20 @@ import (
 	"github.com/switchboard-io/switchboard/router/presence/presencetest"
 )
 
-// redisClient returns a client of the Redis in env var name (one address: standalone; several:
-// Cluster), or fails the test.
-func redisClient(t testing.TB, name string) redis.UniversalClient {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		t.Fatalf("%s is not set: run under deploy/local/with-services.sh (make test) or source .run/env", name)
-	}
-	addrs := strings.Split(v, ",")
-	for _, a := range addrs {
-		c, err := net.DialTimeout("tcp", a, 2*time.Second)
-		if err != nil {
-			t.Fatalf("%s=%s: %s unreachable: %v", name, v, a, err)
-		}
-		_ = c.Close()
-	}
-	var c redis.UniversalClient
-	if len(addrs) == 1 {
-		c = redis.NewClient(&redis.Options{Addr: addrs[0]})
-	} else {
-		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("%s: ping: %v", name, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-func testPrefix() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return "sbtest:" + hex.EncodeToString(b) + ":"
-}
-
-// wipePrefix deletes every key under prefix on every master: for this store it is what a
-// FLUSHALL (or a restart without persistence) does, without destroying the keys of tests
-// running concurrently against the same Redis. Keys are listed first and deleted in one
-// pipeline per master, so the window in which only part of the data is gone is short.
-//
-// The registration set goes first: a router's reaper only acts on registrations listed there,
-// so it cannot "reap" edges whose leases vanished while their entries still exist, which a
-// real (atomic) FLUSHALL never shows it.
-func wipePrefix(t testing.TB, c redis.UniversalClient, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Unlink(ctx, prefix+"{g}:edges").Err(); err != nil && t != nil {
-		t.Fatalf("wipe %s: %v", prefix, err)
-	}
-	del := func(ctx context.Context, n *redis.Client) error {
-		var keys []string
-		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		_, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range keys {
-				p.Unlink(ctx, k)
-			}
-			return nil
-		})
-		return err
-	}
-	var err error
-	switch cc := c.(type) {
-	case *redis.ClusterClient:
-		err = cc.ForEachMaster(ctx, del)
-	case *redis.Client:
-		err = del(ctx, cc)
-	}
-	if err != nil && t != nil {
-		t.Fatalf("wipe %s: %v", prefix, err)
-	}
-}
-
 func newRedisStore(t testing.TB, c redis.UniversalClient, prefix string, refresh time.Duration) *presence.RedisStore {
 	t.Helper()
 	s, err := presence.NewRedisStore(presence.RedisConfig{Client: c, Prefix: prefix, RefreshInterval: refresh})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close(); wipePrefix(nil, c, prefix) })
+	t.Cleanup(func() { _ = s.Close(); presencetest.WipePrefix(nil, c, prefix) })
 	return s
 }
 
 func runRedisContract(t *testing.T, env string) {
-	rc := redisClient(t, env)
+	rc := presencetest.RedisClient(t, env)
 	presencetest.Run(t, func(t *testing.T) presence.Store {
-		c, _ := serve(t, newRedisStore(t, rc, testPrefix(), 50*time.Millisecond), client.Config{})
+		c, _ := serve(t, newRedisStore(t, rc, presencetest.RedisPrefix(), 50*time.Millisecond), client.Config{})
 		return c
 	})
 }
@@ -129,8 +44,8 @@ func TestServiceReplicas(t *testing.T)        { testServiceReplicas(t, "SB_REDIS
 func TestServiceReplicasCluster(t *testing.T) { testServiceReplicas(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testServiceReplicas(t *testing.T, env string) {
-	rc := redisClient(t, env)
-	prefix := testPrefix()
+	rc := presencetest.RedisClient(t, env)
+	prefix := presencetest.RedisPrefix()
 	edge, srv1 := serve(t, newRedisStore(t, rc, prefix, 50*time.Millisecond), client.Config{CacheTTL: -1})
 	_, srv2 := serve(t, newRedisStore(t, rc, prefix, 50*time.Millisecond), client.Config{CacheTTL: -1})
 	logic, err := client.New(client.Config{Addr: srv1.Addr() + "," + srv2.Addr()})
@@ -167,7 +82,7 @@ func testServiceReplicas(t *testing.T, env string) {
 	}
 	// The edge dies (no renewals): gone for logic within the lease + cache bound, and its
 	// offline event arrives.
-	waitFor(t, 500*time.Millisecond+200*time.Millisecond+2*time.Second, "dead edge hidden", func() error {
+	presencetest.WaitUntil(t, 500*time.Millisecond+200*time.Millisecond+2*time.Second, "dead edge hidden", func() error {
 		m, err := logic.ResolveUsers(ctx, []string{"alice"})
 		if err != nil {
 			return err

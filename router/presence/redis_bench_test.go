@@ -21,9 +21,9 @@ import (
 func BenchmarkRedisPresence(b *testing.B) {
 	for _, target := range []struct{ name, env string }{{"standalone", "SB_REDIS_ADDR"}, {"cluster", "SB_REDIS_CLUSTER_ADDRS"}} {
 		b.Run(target.name, func(b *testing.B) {
-			c := newRedisClient(b, target.env)
-			prefix := testPrefix()
-			b.Cleanup(func() { cleanupPrefix(c, prefix) })
+			c := presencetest.RedisClient(b, target.env)
+			prefix := presencetest.RedisPrefix()
+			b.Cleanup(func() { presencetest.WipePrefix(nil, c, prefix) })
 			s, err := presence.NewRedisStore(presence.RedisConfig{Client: c, Prefix: prefix})
 			if err != nil {
 				b.Fatal(err)

@@ -4,114 +4,16 @@ package presence_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-io/switchboard/router/presence"
+	"github.com/switchboard-io/switchboard/router/presence/presencetest"
 )
-
-// fakeEdge plays the edge side of the lease protocol: it renews every ttl/3 and, on
-// ErrLeaseLost, registers again and Syncs its full state (what the real edge does).
-type fakeEdge struct {
-	s     presence.Store
-	id    string
-	ttl   time.Duration
-	conns []presence.Conn
-	rooms map[string][]uint64
-
-	mu       sync.Mutex
-	epoch    uint64
-	resyncs  int
-	lastSync time.Time
-	renewing bool
-}
-
-func (e *fakeEdge) start(ctx context.Context, t *testing.T) (stop func()) {
-	t.Helper()
-	if err := e.resync(ctx); err != nil {
-		t.Fatalf("edge %s start: %v", e.id, err)
-	}
-	e.renewing = true
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(e.ttl / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			e.mu.Lock()
-			ep := e.epoch
-			e.mu.Unlock()
-			err := e.s.Renew(ctx, e.id, ep)
-			if errors.Is(err, presence.ErrLeaseLost) {
-				_ = e.resyncFrom(ctx, ep) // retried at the next tick on failure
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// resyncFrom re-registers and Syncs unless the edge already left epoch from. resync and
-// resyncFrom hold e.mu throughout, so a test can keep the edge from re-syncing while it makes
-// Redis lose data (see flushAll).
-func (e *fakeEdge) resyncFrom(ctx context.Context, from uint64) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.epoch != from {
-		return nil
-	}
-	return e.resyncLocked(ctx)
-}
-
-func (e *fakeEdge) resync(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.resyncLocked(ctx)
-}
-
-func (e *fakeEdge) resyncLocked(ctx context.Context) error {
-	ep, err := e.s.Register(ctx, e.id, e.ttl)
-	if err != nil {
-		return err
-	}
-	if err := e.s.Sync(ctx, e.id, ep, e.conns, e.rooms); err != nil {
-		return err
-	}
-	e.epoch = ep
-	e.resyncs++
-	e.lastSync = time.Now()
-	return nil
-}
-
-func edgeState(prefix string, n int) ([]presence.Conn, map[string][]uint64) {
-	conns := make([]presence.Conn, n)
-	rooms := map[string][]uint64{}
-	for i := range conns {
-		conns[i] = presence.Conn{ConnID: uint64(i + 1), User: fmt.Sprintf("%s-user-%d", prefix, i), Meta: map[string]string{"d": "web"}}
-		r := fmt.Sprintf("room-%d", i%10)
-		rooms[r] = append(rooms[r], uint64(i+1))
-	}
-	return conns, rooms
-}
-
-func users(conns []presence.Conn) []string {
-	out := make([]string, len(conns))
-	for i, c := range conns {
-		out[i] = c.User
-	}
-	return out
-}
 
 // flushAll makes Redis lose the store's data. By default it deletes every key under the
 // store's prefix on every master (for this store exactly what FLUSHALL does: the script cache
@@ -119,59 +21,15 @@ func users(conns []presence.Conn) []string {
 // keys; with SB_ROUTER_REAL_FLUSHALL=1 it runs a real FLUSHALL on every master.
 func flushAll(t *testing.T, c redis.UniversalClient, prefix string) {
 	t.Helper()
-	ctx := context.Background()
-	real := os.Getenv("SB_ROUTER_REAL_FLUSHALL") == "1"
-	if !real {
-		// The registration set first: the reaper only acts on registrations listed there, so
-		// it cannot act on a half-deleted state, which an atomic FLUSHALL never shows it.
-		if err := c.Unlink(ctx, prefix+"{g}:edges").Err(); err != nil {
-			t.Fatalf("wipe: %v", err)
-		}
+	if os.Getenv("SB_ROUTER_REAL_FLUSHALL") != "1" {
+		presencetest.WipePrefix(t, c, prefix)
+		return
 	}
-	del := func(ctx context.Context, n *redis.Client) error {
-		if real {
-			return n.FlushAll(ctx).Err()
-		}
-		var keys []string
-		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		_, err := n.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range keys {
-				p.Unlink(ctx, k)
-			}
-			return nil
-		})
-		return err
-	}
-	var err error
-	switch cc := c.(type) {
-	case *redis.ClusterClient:
-		err = cc.ForEachMaster(ctx, del)
-	case *redis.Client:
-		err = del(ctx, cc)
-	}
+	err := presencetest.ForEachMaster(context.Background(), c, func(ctx context.Context, n *redis.Client) error {
+		return n.FlushAll(ctx).Err()
+	})
 	if err != nil {
-		t.Fatalf("FLUSHALL (real=%v): %v", real, err)
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatalf("FLUSHALL: %v", err)
 	}
 }
 
@@ -182,9 +40,9 @@ func TestLeaseLapseStandalone(t *testing.T) { testLeaseLapseDefault(t, "SB_REDIS
 func TestLeaseLapseCluster(t *testing.T)    { testLeaseLapseDefault(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testLeaseLapseDefault(t *testing.T, env string) {
-	c := newRedisClient(t, env)
-	prefix := testPrefix()
-	t.Cleanup(func() { cleanupPrefix(c, prefix) })
+	c := presencetest.RedisClient(t, env)
+	prefix := presencetest.RedisPrefix()
+	t.Cleanup(func() { presencetest.WipePrefix(nil, c, prefix) })
 	mk := func() *presence.RedisStore {
 		s, err := presence.NewRedisStore(presence.RedisConfig{Client: c, Prefix: prefix}) // defaults: 3s lease, 200ms refresh
 		if err != nil {
@@ -200,14 +58,14 @@ func testLeaseLapseDefault(t *testing.T, env string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns, rooms := edgeState("lapse", 200)
-	edge := &fakeEdge{s: r1, id: "edge-dying", ttl: presence.DefaultLeaseTTL, conns: conns, rooms: rooms}
-	stop := edge.start(ctx, t)
-	live := &fakeEdge{s: r1, id: "edge-live", ttl: 30 * time.Second, // the control: a long lease, so load cannot lapse it
-		conns: conns[:1], rooms: nil}
-	stopLive := live.start(ctx, t)
+	conns, rooms := presencetest.EdgeState("lapse", 200)
+	edge := &presencetest.SimEdge{P: r1, ID: "edge-dying", TTL: presence.DefaultLeaseTTL, Conns: conns, Rooms: rooms}
+	stop := edge.Start(ctx, t)
+	live := &presencetest.SimEdge{P: r1, ID: "edge-live", TTL: 30 * time.Second, // the control: a long lease, so load cannot lapse it
+		Conns: conns[:1], Rooms: nil}
+	stopLive := live.Start(ctx, t)
 	defer stopLive()
-	if m, err := r2.ResolveUsers(ctx, users(conns)); err != nil || len(m) != len(conns) {
+	if m, err := r2.ResolveUsers(ctx, presencetest.Users(conns)); err != nil || len(m) != len(conns) {
 		t.Fatalf("before lapse: %d users, err %v", len(m), err)
 	}
 	// Drain the online events.
@@ -223,17 +81,15 @@ func testLeaseLapseDefault(t *testing.T, env string) {
 		}
 	}
 	stop() // the edge dies: no more renewals
-	edge.mu.Lock()
-	epoch := edge.epoch
-	edge.mu.Unlock()
-	if err := r1.Renew(ctx, edge.id, epoch); err != nil { // last renewal: the lease runs from here
+	// The last renewal: the lease runs from here.
+	if err := r1.Renew(ctx, edge.ID, edge.Current()); err != nil {
 		t.Fatal(err)
 	}
 	lastRenew := time.Now()
 	offline := map[string]bool{}
 	var offlineAt time.Duration
-	hidden := waitUntil(t, presence.DefaultLeaseTTL+time.Second, "users hidden", func() error {
-		m, err := r2.ResolveUsers(ctx, users(conns))
+	hidden := presencetest.WaitUntil(t, presence.DefaultLeaseTTL+time.Second, "users hidden", func() error {
+		m, err := r2.ResolveUsers(ctx, presencetest.Users(conns))
 		if err != nil {
 			return err
 		}
@@ -274,23 +130,23 @@ func TestFlushAllStandalone(t *testing.T) { testFlushAll(t, "SB_REDIS_ADDR") }
 func TestFlushAllCluster(t *testing.T)    { testFlushAll(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testFlushAll(t *testing.T, env string) {
-	c := newRedisClient(t, env)
-	prefix := testPrefix()
-	t.Cleanup(func() { cleanupPrefix(c, prefix) })
+	c := presencetest.RedisClient(t, env)
+	prefix := presencetest.RedisPrefix()
+	t.Cleanup(func() { presencetest.WipePrefix(nil, c, prefix) })
 	s := newRedisStore(t, c, prefix)
 	t.Cleanup(func() { _ = s.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ttl = presence.DefaultLeaseTTL
-	var edges []*fakeEdge
+	var edges []*presencetest.SimEdge
 	var all []string
 	for i := 0; i < 3; i++ {
-		conns, rooms := edgeState(fmt.Sprintf("e%d", i), 1000)
-		e := &fakeEdge{s: s, id: fmt.Sprintf("edge-%d", i), ttl: ttl, conns: conns, rooms: rooms}
-		stop := e.start(ctx, t)
+		conns, rooms := presencetest.EdgeState(fmt.Sprintf("e%d", i), 1000)
+		e := &presencetest.SimEdge{P: s, ID: fmt.Sprintf("edge-%d", i), TTL: ttl, Conns: conns, Rooms: rooms}
+		stop := e.Start(ctx, t)
 		defer stop()
 		edges = append(edges, e)
-		all = append(all, users(conns)...)
+		all = append(all, presencetest.Users(conns)...)
 	}
 	whole := func() error {
 		m, err := s.ResolveUsers(ctx, all)
@@ -316,27 +172,26 @@ func testFlushAll(t *testing.T, env string) {
 		}
 		return nil
 	}
-	waitUntil(t, 5*time.Second, "initial state", whole)
+	presencetest.WaitUntil(t, 5*time.Second, "initial state", whole)
 	// The loss is atomic for the edges, as a FLUSHALL is: none re-syncs while it happens.
 	for _, e := range edges {
-		e.mu.Lock()
+		e.Lock()
 	}
 	flushAll(t, c, prefix)
 	for _, e := range edges {
-		e.mu.Unlock()
+		e.Unlock()
 	}
 	flushed := time.Now()
 	// One renewal interval + register/sync + refresh, with slack for a loaded machine. Typical:
 	// about ttl/3 (see the log line).
 	bound := ttl/3 + 6*time.Second
-	took := waitUntil(t, bound, "presence whole after FLUSHALL", whole)
+	took := presencetest.WaitUntil(t, bound, "presence whole after FLUSHALL", whole)
 	for _, e := range edges {
-		e.mu.Lock()
-		if e.resyncs != 2 {
-			t.Errorf("edge %s resynced %d times, want 2 (start + flush)", e.id, e.resyncs)
+		n, last := e.Resyncs()
+		if n != 2 {
+			t.Errorf("edge %s resynced %d times, want 2 (start + flush)", e.ID, n)
 		}
-		t.Logf("edge %s re-synced %v after the flush", e.id, e.lastSync.Sub(flushed))
-		e.mu.Unlock()
+		t.Logf("edge %s re-synced %v after the flush", e.ID, last.Sub(flushed))
 	}
 	t.Logf("FLUSHALL: presence of 3 edges x 1000 conns whole again %v later (bound %v)", took, bound)
 }
@@ -346,9 +201,9 @@ func TestReplicasStandalone(t *testing.T) { testReplicas(t, "SB_REDIS_ADDR") }
 func TestReplicasCluster(t *testing.T)    { testReplicas(t, "SB_REDIS_CLUSTER_ADDRS") }
 
 func testReplicas(t *testing.T, env string) {
-	c := newRedisClient(t, env)
-	prefix := testPrefix()
-	t.Cleanup(func() { cleanupPrefix(c, prefix) })
+	c := presencetest.RedisClient(t, env)
+	prefix := presencetest.RedisPrefix()
+	t.Cleanup(func() { presencetest.WipePrefix(nil, c, prefix) })
 	r1 := newRedisStore(t, c, prefix)
 	r2 := newRedisStore(t, c, prefix)
 	t.Cleanup(func() { _ = r1.Close(); _ = r2.Close() })
@@ -381,7 +236,7 @@ func testReplicas(t *testing.T, env string) {
 	if err := r2.Apply(ctx, "e", ep2, []presence.Op{{Kind: presence.OpConnect, ConnID: 9, User: "alice"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Second, "old epoch hidden on replica 1", func() error {
+	presencetest.WaitUntil(t, time.Second, "old epoch hidden on replica 1", func() error {
 		m, err := r1.ResolveUsers(ctx, []string{"alice"})
 		if err != nil {
 			return err
@@ -392,7 +247,7 @@ func testReplicas(t *testing.T, env string) {
 		return nil
 	})
 	// The old epoch is reaped (by either replica) without an offline event: alice stayed online.
-	waitUntil(t, 3*time.Second, "old epoch reaped", func() error {
+	presencetest.WaitUntil(t, 3*time.Second, "old epoch reaped", func() error {
 		n, err := c.Exists(ctx, prefix+"{e.e}:"+fmt.Sprint(ep)+":c").Result()
 		if err != nil || n != 0 {
 			return fmt.Errorf("old conns key exists=%d err=%v", n, err)
@@ -409,9 +264,9 @@ func testReplicas(t *testing.T, env string) {
 // TestScriptCacheLost: SCRIPT FLUSH (what a Redis restart does to the script cache) does not
 // break pipelined EVALSHA calls.
 func TestScriptCacheLost(t *testing.T) {
-	c := newRedisClient(t, "SB_REDIS_ADDR")
-	prefix := testPrefix()
-	t.Cleanup(func() { cleanupPrefix(c, prefix) })
+	c := presencetest.RedisClient(t, "SB_REDIS_ADDR")
+	prefix := presencetest.RedisPrefix()
+	t.Cleanup(func() { presencetest.WipePrefix(nil, c, prefix) })
 	s := newRedisStore(t, c, prefix)
 	t.Cleanup(func() { _ = s.Close() })
 	ctx := context.Background()
