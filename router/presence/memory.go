@@ -469,17 +469,27 @@ func SyncOps(cur map[uint64]SyncConn, conns []Conn, rooms map[string][]uint64) (
 	return ops, nil
 }
 
-// ResolveUsers implements Store.
-func (s *MemoryStore) ResolveUsers(ctx context.Context, users []string) (map[string][]Conn, error) {
+// lockOpen checks ctx and locks s; unless it returns an error (ctx done, or s closed), the
+// caller holds s.mu and gets the time its queries see.
+func (s *MemoryStore) lockOpen(ctx context.Context) (time.Time, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return time.Time{}, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		s.mu.Unlock()
+		return time.Time{}, errClosed
 	}
-	now := s.cfg.Now()
+	return s.cfg.Now(), nil
+}
+
+// ResolveUsers implements Store.
+func (s *MemoryStore) ResolveUsers(ctx context.Context, users []string) (map[string][]Conn, error) {
+	now, err := s.lockOpen(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
 	out := make(map[string][]Conn)
 	for _, u := range users {
 		if _, done := out[u]; done {
@@ -513,15 +523,11 @@ func SortConns(cs []Conn) {
 
 // RoomEdges implements Store. The result is ordered by edge id.
 func (s *MemoryStore) RoomEdges(ctx context.Context, room string) ([]RoomEdge, error) {
-	if err := ctx.Err(); err != nil {
+	now, err := s.lockOpen(ctx)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errClosed
-	}
-	now := s.cfg.Now()
 	var out []RoomEdge
 	for e := range s.rooms[room] {
 		if e.live(now) && e.rooms[room] > 0 {
@@ -534,15 +540,11 @@ func (s *MemoryStore) RoomEdges(ctx context.Context, room string) ([]RoomEdge, e
 
 // RoomCounts implements Store. Rooms without live members are absent.
 func (s *MemoryStore) RoomCounts(ctx context.Context, rooms []string) (map[string]int, error) {
-	if err := ctx.Err(); err != nil {
+	now, err := s.lockOpen(ctx)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errClosed
-	}
-	now := s.cfg.Now()
 	out := make(map[string]int)
 	for _, r := range rooms {
 		n := 0
@@ -561,15 +563,11 @@ func (s *MemoryStore) RoomCounts(ctx context.Context, rooms []string) (map[strin
 // Online implements Store. PerEdge lists every live edge, with 0 for an edge without
 // connections.
 func (s *MemoryStore) Online(ctx context.Context) (Counts, error) {
-	if err := ctx.Err(); err != nil {
+	now, err := s.lockOpen(ctx)
+	if err != nil {
 		return Counts{}, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return Counts{}, errClosed
-	}
-	now := s.cfg.Now()
 	c := Counts{PerEdge: make(map[string]int)}
 	for id, e := range s.edges {
 		if e.live(now) {
@@ -590,15 +588,11 @@ func (s *MemoryStore) Online(ctx context.Context) (Counts, error) {
 
 // Edges implements Store.
 func (s *MemoryStore) Edges(ctx context.Context) (map[string]uint64, error) {
-	if err := ctx.Err(); err != nil {
+	now, err := s.lockOpen(ctx)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errClosed
-	}
-	now := s.cfg.Now()
 	out := make(map[string]uint64)
 	for id, e := range s.edges {
 		if e.live(now) {
