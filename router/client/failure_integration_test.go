@@ -136,72 +136,19 @@ func testServiceDataLoss(t *testing.T, env string) {
 	const lease = presence.DefaultLeaseTTL
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var edges []*presencetest.SimEdge
-	var all []string
-	for i := 0; i < 3; i++ {
-		conns, rooms := presencetest.EdgeState(fmt.Sprintf("e%d", i), 1000)
-		e := &presencetest.SimEdge{P: edgeC, ID: fmt.Sprintf("edge-%d", i), TTL: lease, Conns: conns, Rooms: rooms}
-		stop := e.Start(ctx, t)
-		defer stop()
-		edges = append(edges, e)
-		all = append(all, presencetest.Users(conns)...)
-	}
-	whole := func() error {
-		m, err := logic.ResolveUsers(ctx, all)
-		if err != nil {
-			return err
-		}
-		if len(m) != len(all) {
-			return fmt.Errorf("%d of %d users resolve", len(m), len(all))
-		}
-		rc, err := logic.RoomCounts(ctx, []string{"room-0"})
-		if err != nil {
-			return err
-		}
-		if rc["room-0"] != 300 {
-			return fmt.Errorf("room-0 has %d members", rc["room-0"])
-		}
-		re, err := logic.RoomEdges(ctx, "room-1")
-		if err != nil {
-			return err
-		}
-		if len(re) != 3 {
-			return fmt.Errorf("room-1 on %d edges", len(re))
-		}
-		on, err := logic.Online(ctx)
-		if err != nil {
-			return err
-		}
-		if on.Connections != 3000 || on.Users != 3000 {
-			return fmt.Errorf("online %d conns %d users", on.Connections, on.Users)
-		}
-		return nil
-	}
+	fleet := presencetest.StartFleet(ctx, t, edgeC, 3, 1000, lease)
+	whole := func() error { return fleet.Whole(ctx, logic) }
 	presencetest.WaitUntil(t, 5*time.Second, "initial state", whole)
-	// The loss is atomic for the edges, as a FLUSHALL is: none re-syncs while it happens.
-	for _, e := range edges {
-		e.Lock()
-	}
-	presencetest.WipePrefix(t, rc, prefix)
-	for _, e := range edges {
-		e.Unlock()
-	}
-	lost := time.Now()
+	lost := fleet.Lose(func() { presencetest.WipePrefix(t, rc, prefix) })
 	// Edge 0 has something to report right after the loss: its Apply fails with
 	// ErrLeaseLost and it resyncs at once (the others notice at their next Renew).
-	resynced, err := edges[0].Apply(ctx, []presence.Op{{Kind: presence.OpJoin, ConnID: 1, Room: "room-0"}})
+	resynced, err := fleet.Edges[0].Apply(ctx, []presence.Op{{Kind: presence.OpJoin, ConnID: 1, Room: "room-0"}})
 	if err != nil || !resynced {
 		t.Fatalf("Apply after data loss: resynced=%v err=%v, want ErrLeaseLost and a resync", resynced, err)
 	}
 	bound := lease/3 + 6*time.Second // typical: about lease/3 (see the log line); slack for a loaded machine
 	presencetest.WaitUntil(t, bound, "presence whole after data loss", whole)
 	took := time.Since(lost)
-	for _, e := range edges {
-		n, last := e.Resyncs()
-		if n != 2 {
-			t.Errorf("edge %s resynced %d times, want 2 (start + loss)", e.ID, n)
-		}
-		t.Logf("edge %s re-synced %v after the loss", e.ID, last.Sub(lost))
-	}
+	fleet.CheckResynced(t, lost)
 	t.Logf("data loss: presence of 3 edges x 1000 conns whole again for logic %v later (bound %v)", took, bound)
 }

@@ -138,61 +138,15 @@ func testFlushAll(t *testing.T, env string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ttl = presence.DefaultLeaseTTL
-	var edges []*presencetest.SimEdge
-	var all []string
-	for i := 0; i < 3; i++ {
-		conns, rooms := presencetest.EdgeState(fmt.Sprintf("e%d", i), 1000)
-		e := &presencetest.SimEdge{P: s, ID: fmt.Sprintf("edge-%d", i), TTL: ttl, Conns: conns, Rooms: rooms}
-		stop := e.Start(ctx, t)
-		defer stop()
-		edges = append(edges, e)
-		all = append(all, presencetest.Users(conns)...)
-	}
-	whole := func() error {
-		m, err := s.ResolveUsers(ctx, all)
-		if err != nil {
-			return err
-		}
-		if len(m) != len(all) {
-			return fmt.Errorf("%d of %d users resolve", len(m), len(all))
-		}
-		rc, err := s.RoomCounts(ctx, []string{"room-0"})
-		if err != nil {
-			return err
-		}
-		if rc["room-0"] != 300 {
-			return fmt.Errorf("room-0 has %d members", rc["room-0"])
-		}
-		on, err := s.Online(ctx)
-		if err != nil {
-			return err
-		}
-		if on.Connections != 3000 || on.Users != 3000 {
-			return fmt.Errorf("online: %d conns, %d users", on.Connections, on.Users)
-		}
-		return nil
-	}
+	fleet := presencetest.StartFleet(ctx, t, s, 3, 1000, ttl)
+	whole := func() error { return fleet.Whole(ctx, s) }
 	presencetest.WaitUntil(t, 5*time.Second, "initial state", whole)
-	// The loss is atomic for the edges, as a FLUSHALL is: none re-syncs while it happens.
-	for _, e := range edges {
-		e.Lock()
-	}
-	flushAll(t, c, prefix)
-	for _, e := range edges {
-		e.Unlock()
-	}
-	flushed := time.Now()
+	flushed := fleet.Lose(func() { flushAll(t, c, prefix) })
 	// One renewal interval + register/sync + refresh, with slack for a loaded machine. Typical:
 	// about ttl/3 (see the log line).
 	bound := ttl/3 + 6*time.Second
 	took := presencetest.WaitUntil(t, bound, "presence whole after FLUSHALL", whole)
-	for _, e := range edges {
-		n, last := e.Resyncs()
-		if n != 2 {
-			t.Errorf("edge %s resynced %d times, want 2 (start + flush)", e.ID, n)
-		}
-		t.Logf("edge %s re-synced %v after the flush", e.ID, last.Sub(flushed))
-	}
+	fleet.CheckResynced(t, flushed)
 	t.Logf("FLUSHALL: presence of 3 edges x 1000 conns whole again %v later (bound %v)", took, bound)
 }
 
