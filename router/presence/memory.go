@@ -150,6 +150,29 @@ func (s *MemoryStore) current(edge string, epoch uint64) (*memEdge, error) {
 	return e, nil
 }
 
+// lockCurrent checks ctx, locks s and returns the live registration edge/epoch (see
+// current); unless it returns an error, the caller holds s.mu.
+func (s *MemoryStore) lockCurrent(ctx context.Context, edge string, epoch uint64) (*memEdge, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	e, err := s.current(edge, epoch)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return e, nil
+}
+
+// applyAllLocked applies ops to e at the current time. mu held.
+func (s *MemoryStore) applyAllLocked(e *memEdge, ops []Op) {
+	now := s.cfg.Now()
+	for i := range ops {
+		s.applyLocked(e, &ops[i], now)
+	}
+}
+
 // Register implements Store.
 func (s *MemoryStore) Register(ctx context.Context, edge string, ttl time.Duration) (uint64, error) {
 	if err := ctx.Err(); err != nil {
@@ -184,15 +207,11 @@ func (s *MemoryStore) Register(ctx context.Context, edge string, ttl time.Durati
 
 // Renew implements Store.
 func (s *MemoryStore) Renew(ctx context.Context, edge string, epoch uint64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, err := s.current(edge, epoch)
+	e, err := s.lockCurrent(ctx, edge, epoch)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	e.expires = s.cfg.Now().Add(e.ttl)
 	return nil
 }
@@ -247,16 +266,12 @@ func (s *MemoryStore) Apply(ctx context.Context, edge string, epoch uint64, ops 
 	if err := ValidateOps(ops); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, err := s.current(edge, epoch)
+	e, err := s.lockCurrent(ctx, edge, epoch)
 	if err != nil {
 		return err
 	}
-	now := s.cfg.Now()
-	for i := range ops {
-		s.applyLocked(e, &ops[i], now)
-	}
+	defer s.mu.Unlock()
+	s.applyAllLocked(e, ops)
 	return nil
 }
 
@@ -357,23 +372,16 @@ func (s *MemoryStore) dropEdgeLocked(e *memEdge, now time.Time) {
 // Sync implements Store: the edge/epoch state becomes exactly conns and rooms. Conn.Edge and
 // Conn.Epoch are ignored; room members that are not in conns are ignored.
 func (s *MemoryStore) Sync(ctx context.Context, edge string, epoch uint64, conns []Conn, rooms map[string][]uint64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, err := s.current(edge, epoch)
+	e, err := s.lockCurrent(ctx, edge, epoch)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	ops, err := SyncOps(s.snapshotLocked(e), conns, rooms)
 	if err != nil {
 		return err
 	}
-	now := s.cfg.Now()
-	for i := range ops {
-		s.applyLocked(e, &ops[i], now)
-	}
+	s.applyAllLocked(e, ops)
 	return nil
 }
 
