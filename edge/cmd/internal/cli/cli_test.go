@@ -9,41 +9,36 @@ import (
 	"time"
 )
 
-func TestEnvDefaults(t *testing.T) {
-	t.Setenv("SB_CLI_TEST_S", "")
-	t.Setenv("SB_CLI_TEST_D", "soon")
-	t.Setenv("SB_CLI_TEST_I", "x")
-	t.Setenv("SB_CLI_TEST_B", "maybe")
-	if got := Env("SB_CLI_TEST_S", "def"); got != "def" {
-		t.Errorf("Env empty = %q, want def", got)
-	}
-	if got := EnvDuration("SB_CLI_TEST_D", time.Second); got != time.Second {
-		t.Errorf("EnvDuration bad = %v, want 1s", got)
-	}
-	if got := EnvInt("SB_CLI_TEST_I", 7); got != 7 {
-		t.Errorf("EnvInt bad = %d, want 7", got)
-	}
-	if EnvBool("SB_CLI_TEST_B") {
-		t.Error("EnvBool bad = true, want false")
-	}
-}
-
-func TestEnvValues(t *testing.T) {
-	t.Setenv("SB_CLI_TEST_S", "v")
-	t.Setenv("SB_CLI_TEST_D", "250ms")
-	t.Setenv("SB_CLI_TEST_I", "-3")
-	t.Setenv("SB_CLI_TEST_B", "true")
-	if got := Env("SB_CLI_TEST_S", "def"); got != "v" {
-		t.Errorf("Env = %q, want v", got)
-	}
-	if got := EnvDuration("SB_CLI_TEST_D", time.Second); got != 250*time.Millisecond {
-		t.Errorf("EnvDuration = %v, want 250ms", got)
-	}
-	if got := EnvInt("SB_CLI_TEST_I", 7); got != -3 {
-		t.Errorf("EnvInt = %d, want -3", got)
-	}
-	if !EnvBool("SB_CLI_TEST_B") {
-		t.Error("EnvBool = false, want true")
+func TestEnv(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		s, d, i, b string // the variables' values
+		wantS      string
+		wantD      time.Duration
+		wantI      int
+		wantB      bool
+	}{
+		{name: "unset or malformed: defaults", s: "", d: "soon", i: "x", b: "maybe", wantS: "def", wantD: time.Second, wantI: 7},
+		{name: "set", s: "v", d: "250ms", i: "-3", b: "true", wantS: "v", wantD: 250 * time.Millisecond, wantI: -3, wantB: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("SB_CLI_TEST_S", c.s)
+			t.Setenv("SB_CLI_TEST_D", c.d)
+			t.Setenv("SB_CLI_TEST_I", c.i)
+			t.Setenv("SB_CLI_TEST_B", c.b)
+			if got := Env("SB_CLI_TEST_S", "def"); got != c.wantS {
+				t.Errorf("Env = %q, want %q", got, c.wantS)
+			}
+			if got := EnvDuration("SB_CLI_TEST_D", time.Second); got != c.wantD {
+				t.Errorf("EnvDuration = %v, want %v", got, c.wantD)
+			}
+			if got := EnvInt("SB_CLI_TEST_I", 7); got != c.wantI {
+				t.Errorf("EnvInt = %d, want %d", got, c.wantI)
+			}
+			if got := EnvBool("SB_CLI_TEST_B"); got != c.wantB {
+				t.Errorf("EnvBool = %v, want %v", got, c.wantB)
+			}
+		})
 	}
 }
 
