@@ -46,18 +46,10 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 	if m, err := logic.ResolveUsers(ctx, all); err != nil || len(m) != len(conns) {
 		t.Fatalf("before lapse: %d users, err %v", len(m), err)
 	}
-	for online := 0; online < len(conns); {
-		select {
-		case ev := <-evs:
-			if ev.Kind == presence.EventUserOnline {
-				online++
-			}
-		case <-ctx.Done():
-			t.Fatalf("online events: %d of %d", online, len(conns))
-		}
-	}
-	stop()                                                              // the edge dies: no more renewals
-	if err := edgeC.Renew(ctx, dying.ID, dying.Current()); err != nil { // the lease runs from here
+	presencetest.AwaitOnline(ctx, t, evs, len(conns))
+	stop() // the edge dies: no more renewals
+	// The last renewal: the lease runs from here.
+	if err := edgeC.Renew(ctx, dying.ID, dying.Current()); err != nil {
 		t.Fatal(err)
 	}
 	lastRenew := time.Now()
@@ -92,22 +84,7 @@ func testServiceLeaseLapse(t *testing.T, env string) {
 		return nil
 	})
 	hidden := time.Since(lastRenew)
-	offline := map[string]bool{}
-	var offlineAt time.Duration
-	for len(offline) < len(conns)-1 {
-		select {
-		case ev := <-evs:
-			if ev.Kind == presence.EventUserOffline {
-				if ev.Edge != "edge-dying" {
-					t.Fatalf("offline event from %s", ev.Edge)
-				}
-				offline[ev.User] = true
-				offlineAt = time.Since(lastRenew)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("offline events: %d of %d", len(offline), len(conns)-1)
-		}
-	}
+	offline, offlineAt := presencetest.AwaitOffline(t, evs, len(conns)-1, "edge-dying", lastRenew)
 	if offline[conns[0].User] {
 		t.Fatal("a user with a live connection got an offline event")
 	}

@@ -68,26 +68,13 @@ func testLeaseLapseDefault(t *testing.T, env string) {
 	if m, err := r2.ResolveUsers(ctx, presencetest.Users(conns)); err != nil || len(m) != len(conns) {
 		t.Fatalf("before lapse: %d users, err %v", len(m), err)
 	}
-	// Drain the online events.
-	online := 0
-	for online < len(conns) {
-		select {
-		case ev := <-evs:
-			if ev.Kind == presence.EventUserOnline {
-				online++
-			}
-		case <-ctx.Done():
-			t.Fatalf("online events: %d of %d", online, len(conns))
-		}
-	}
+	presencetest.AwaitOnline(ctx, t, evs, len(conns))
 	stop() // the edge dies: no more renewals
 	// The last renewal: the lease runs from here.
 	if err := r1.Renew(ctx, edge.ID, edge.Current()); err != nil {
 		t.Fatal(err)
 	}
 	lastRenew := time.Now()
-	offline := map[string]bool{}
-	var offlineAt time.Duration
 	hidden := presencetest.WaitUntil(t, presence.DefaultLeaseTTL+time.Second, "users hidden", func() error {
 		m, err := r2.ResolveUsers(ctx, presencetest.Users(conns))
 		if err != nil {
@@ -105,17 +92,7 @@ func testLeaseLapseDefault(t *testing.T, env string) {
 		}
 		return nil
 	})
-	for len(offline) < len(conns)-1 {
-		select {
-		case ev := <-evs:
-			if ev.Kind == presence.EventUserOffline {
-				offline[ev.User] = true
-				offlineAt = time.Since(lastRenew)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("offline events: %d of %d", len(offline), len(conns)-1)
-		}
-	}
+	offline, offlineAt := presencetest.AwaitOffline(t, evs, len(conns)-1, "edge-dying", lastRenew)
 	if offline[conns[0].User] {
 		t.Fatalf("user with a live connection got an offline event")
 	}

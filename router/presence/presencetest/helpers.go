@@ -262,3 +262,41 @@ func ForEachMaster(ctx context.Context, c redis.UniversalClient, fn func(context
 	}
 	return fmt.Errorf("presencetest: unsupported Redis client %T", c)
 }
+
+// AwaitOnline reads evs until n user-online events arrived, failing t when ctx ends first.
+func AwaitOnline(ctx context.Context, t testing.TB, evs <-chan presence.Event, n int) {
+	t.Helper()
+	for online := 0; online < n; {
+		select {
+		case ev := <-evs:
+			if ev.Kind == presence.EventUserOnline {
+				online++
+			}
+		case <-ctx.Done():
+			t.Fatalf("online events: %d of %d", online, n)
+		}
+	}
+}
+
+// AwaitOffline reads evs until n user-offline events arrived, failing t when 5 s pass without
+// one or one comes from an edge other than edge. It returns the users that went offline and
+// how long after since the last one came.
+func AwaitOffline(t testing.TB, evs <-chan presence.Event, n int, edge string, since time.Time) (offline map[string]bool, last time.Duration) {
+	t.Helper()
+	offline = map[string]bool{}
+	for len(offline) < n {
+		select {
+		case ev := <-evs:
+			if ev.Kind == presence.EventUserOffline {
+				if ev.Edge != edge {
+					t.Fatalf("offline event from %s, want %s", ev.Edge, edge)
+				}
+				offline[ev.User] = true
+				last = time.Since(since)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("offline events: %d of %d", len(offline), n)
+		}
+	}
+	return offline, last
+}
