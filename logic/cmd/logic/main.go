@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-io/switchboard/logic"
+	"github.com/switchboard-io/switchboard/logic/admin"
 	"github.com/switchboard-io/switchboard/logic/bus"
 	"github.com/switchboard-io/switchboard/logic/plugins/chat"
 	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
@@ -33,7 +35,7 @@ import (
 type options struct {
 	pulsar, namespace, sub, router    string
 	redis, redisCluster, admin, level string
-	moderators                        string
+	moderators, adminToken            string
 	consumers                         int
 	rate                              float64
 	batching                          time.Duration
@@ -55,7 +57,8 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC address (SB_ROUTER_ADDR)")
 	fs.StringVar(&o.redis, "redis", env("SB_REDIS_ADDR", ""), "Redis for chat history (SB_REDIS_ADDR)")
 	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis (SB_REDIS_CLUSTER_ADDRS)")
-	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats (SB_LOGIC_ADMIN)")
+	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
+	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/; empty only allowed when -admin is a loopback address (SB_ADMIN_TOKEN)")
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
 	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
 	fs.IntVar(&o.consumers, "consumers", 16, "upstream consumers in this replica (frames handled in parallel)")
@@ -66,6 +69,9 @@ func parse(args []string) (options, error) {
 	}
 	if o.pulsar == "" || o.router == "" {
 		return o, errors.New("logic: -pulsar and -router are required")
+	}
+	if err := admin.CheckBind(o.admin, o.adminToken); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -122,11 +128,15 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	admin, err := serveAdmin(o.admin, rt, log)
+	api, err := admin.New(admin.Config{Token: o.adminToken, Sender: rt.Sender(), Presence: pres, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
+	adm, err := serveAdmin(o.admin, rt, api, log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
 	log.Info("logic: running", "pulsar", o.pulsar, "router", o.router, "admin", o.admin)
 	runErr := make(chan error, 1)
 	go func() { runErr <- rt.Run(ctx) }()
@@ -162,7 +172,7 @@ func chatStore(o options, log *slog.Logger) (chat.Store, func(), error) {
 	return s, func() { _ = c.Close() }, nil
 }
 
-func serveAdmin(addr string, rt *logic.Runtime, log *slog.Logger) (*http.Server, error) {
+func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("logic: admin listen: %w", err)
@@ -180,6 +190,13 @@ func serveAdmin(addr string, rt *logic.Runtime, log *slog.Logger) (*http.Server,
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rt.Stats())
 	})
+	mux.Handle("/admin/", api)
+	// pprof needs the admin token too: it reveals command lines and costs CPU.
+	mux.Handle("/debug/pprof/", api.Require(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", api.Require(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", api.Require(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", api.Require(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", api.Require(http.HandlerFunc(pprof.Trace)))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
