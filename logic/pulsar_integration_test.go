@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/logic/bus/bustest"
 	"github.com/switchboard-io/switchboard/logic/logictest"
 	"github.com/switchboard-io/switchboard/logic/plugins/chat"
 	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
@@ -39,23 +40,7 @@ func pulsarNS(t *testing.T) (string, string) {
 	if svc == "" || admin == "" {
 		t.Fatal("SB_PULSAR_URL and SB_PULSAR_ADMIN_URL must be set (source .run/env)")
 	}
-	ns := fmt.Sprintf("public/logictest-%x", rand.Uint64())
-	req, _ := http.NewRequest(http.MethodPut, admin+"/admin/v2/namespaces/"+ns, nil)
-	resp, err := adminHTTP.Do(req)
-	if err != nil {
-		t.Fatalf("Pulsar admin %s unreachable: %v", admin, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("create namespace %s: %s", ns, resp.Status)
-	}
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, admin+"/admin/v2/namespaces/"+ns+"?force=true", nil)
-		if resp, err := adminHTTP.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	})
-	return svc, ns
+	return svc, bustest.PulsarNamespace(t, admin, "logictest")
 }
 
 func newPulsar(t *testing.T, url string) *bus.Pulsar {

@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard-io/switchboard/edge/cmd/internal/wire"
 	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/bus"
+	"github.com/switchboard-io/switchboard/logic/bus/bustest"
 	"github.com/switchboard-io/switchboard/logic/plugins/chat"
 	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
 	"github.com/switchboard-io/switchboard/protocol"
@@ -56,26 +57,10 @@ func eventually(t testing.TB, d time.Duration, what string, ok func() bool) {
 func suffix() string { return fmt.Sprintf("%08x", rand.Uint32()) }
 
 // namespace creates a Pulsar namespace of its own so nothing else consumes this test's topics;
-// it is deleted (forced) at cleanup.
+// its topics and then the namespace are deleted at cleanup.
 func namespace(t testing.TB, admin string) string {
 	t.Helper()
-	ns := "public/sbe2e-" + suffix()
-	req, _ := http.NewRequest(http.MethodPut, strings.TrimRight(admin, "/")+"/admin/v2/namespaces/"+ns, nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("create namespace %s: %v", ns, err)
-	}
-	res.Body.Close()
-	if res.StatusCode/100 != 2 {
-		t.Fatalf("create namespace %s: HTTP %d", ns, res.StatusCode)
-	}
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, strings.TrimRight(admin, "/")+"/admin/v2/namespaces/"+ns+"?force=true", nil)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-		}
-	})
-	return ns
+	return bustest.PulsarNamespace(t, admin, "sbe2e")
 }
 
 // cluster is one test's Switchboard: a Pulsar namespace, Redis key prefixes, a router, edges
