@@ -341,7 +341,7 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no such connection online")
 		return
 	}
-	a.cfg.Logger.Info("admin: kick", "user", req.User, "edge", req.Edge, "conn", req.Conn, "code", uint16(code),
+	a.cfg.Logger.InfoContext(r.Context(), "admin: kick", "user", req.User, "edge", req.Edge, "conn", req.Conn, "code", uint16(code),
 		"connections", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, KickResult{User: req.User, Kicked: n, Code: uint16(code)})
 }
@@ -378,6 +378,6 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	a.cfg.Logger.Info("admin: broadcast", "type", req.Type, "room", req.Room, "bytes", len(req.Data), "remote", r.RemoteAddr)
+	a.cfg.Logger.InfoContext(r.Context(), "admin: broadcast", "type", req.Type, "room", req.Room, "bytes", len(req.Data), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"sent": true, "type": req.Type, "room": req.Room})
 }

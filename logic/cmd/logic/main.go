@@ -35,6 +35,7 @@ import (
 type options struct {
 	pulsar, namespace, sub, router    string
 	redis, redisCluster, admin, level string
+	logFormat                         string
 	moderators, adminToken            string
 	consumers                         int
 	rate                              float64
@@ -60,6 +61,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
 	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/; empty only allowed when -admin is a loopback address (SB_ADMIN_TOKEN)")
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
+	fs.StringVar(&o.logFormat, "log-format", env("SB_LOG_FORMAT", "text"), "text or json; json lines carry trace_id/span_id when logged in a span (SB_LOG_FORMAT)")
 	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
 	fs.IntVar(&o.consumers, "consumers", 16, "upstream consumers in this replica (frames handled in parallel)")
 	fs.Float64Var(&o.rate, "rate", 50, "per-user frames per second over all types (burst 2x)")
@@ -84,9 +86,11 @@ func main() {
 		}
 		os.Exit(2)
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(o.level))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := admin.NewLogger(os.Stderr, o.logFormat, o.level)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "logic:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -63,17 +62,17 @@ func run(ctx context.Context, args []string) error {
 	refresh := fs.Duration("refresh", envDuration("SB_ROUTER_REFRESH", 200*time.Millisecond), "lease-cache refresh and reap interval, below lease/2 (SB_ROUTER_REFRESH)")
 	noReap := fs.Bool("no-reaper", false, "do not reap lapsed edges on this replica (another replica must)")
 	logLevel := fs.String("log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn or error (SB_LOG_LEVEL)")
+	logFormat := fs.String("log-format", env("SB_LOG_FORMAT", "text"), "text or json; json lines carry trace_id/span_id when logged in a span (SB_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	log, err := newLogger(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	var store presence.Store
 	var rc redis.UniversalClient
