@@ -58,7 +58,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC address (SB_ROUTER_ADDR)")
 	fs.StringVar(&o.redis, "redis", env("SB_REDIS_ADDR", ""), "Redis for chat history (SB_REDIS_ADDR)")
 	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis (SB_REDIS_CLUSTER_ADDRS)")
-	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /stats, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
+	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /readyz, /stats, /metrics, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
 	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/; empty only allowed when -admin is a loopback address (SB_ADMIN_TOKEN)")
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
 	fs.StringVar(&o.logFormat, "log-format", env("SB_LOG_FORMAT", "text"), "text or json; json lines carry trace_id/span_id when logged in a span (SB_LOG_FORMAT)")
@@ -119,6 +119,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.moderators != "" {
 		mods = strings.Split(o.moderators, ",")
 	}
+	metrics, err := admin.NewMetrics()
+	if err != nil {
+		return err
+	}
 	rt, err := logic.New(logic.Config{
 		Bus: b, Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers,
 		Plugins: []logic.Plugin{
@@ -126,17 +130,19 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			chat.New(chat.Config{Store: store}),
 			danmaku.New(danmaku.Config{Moderators: mods}),
 		},
-		Middleware: []logic.Middleware{logic.RateLimit(logic.RateLimitConfig{Rate: o.rate})},
+		// Metrics inside the limiter: rate-limited frames are not handler work.
+		Middleware: []logic.Middleware{logic.RateLimit(logic.RateLimitConfig{Rate: o.rate}), metrics.Middleware()},
 		Logger:     log,
 	})
 	if err != nil {
 		return err
 	}
+	metrics.SetSource(rt)
 	api, err := admin.New(admin.Config{Token: o.adminToken, Sender: rt.Sender(), Presence: pres, Logger: log})
 	if err != nil {
 		return err
 	}
-	adm, err := serveAdmin(o.admin, rt, api, log)
+	adm, err := serveAdmin(o.admin, rt, api, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -176,7 +182,7 @@ func chatStore(o options, log *slog.Logger) (chat.Store, func(), error) {
 	return s, func() { _ = c.Close() }, nil
 }
 
-func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, log *slog.Logger) (*http.Server, error) {
+func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, metrics http.Handler, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("logic: admin listen: %w", err)
@@ -194,6 +200,7 @@ func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, log *slog.Logger
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rt.Stats())
 	})
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/admin/", api)
 	// pprof needs the admin token too: it reveals command lines and costs CPU.
 	mux.Handle("/debug/pprof/", api.Require(http.HandlerFunc(pprof.Index)))

@@ -1,0 +1,195 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/switchboard-io/switchboard/logic"
+	"github.com/switchboard-io/switchboard/protocol"
+)
+
+// StatsSource is what Metrics reads at scrape time; *logic.Runtime satisfies it.
+type StatsSource interface {
+	Stats() logic.Stats
+	Ready() <-chan struct{}
+}
+
+var _ StatsSource = (*logic.Runtime)(nil)
+
+// Metrics exports logic's numbers in Prometheus text format (OpenTelemetry instruments through
+// the Prometheus exporter, on a private registry with the Go runtime and process collectors):
+//
+//	sb_logic_frames_total                 upstream events handled (logic.Stats)
+//	sb_logic_error_frames_total           error frames sent to clients
+//	sb_logic_nacks_total                  events nacked for redelivery
+//	sb_logic_malformed_total              undecodable upstream envelopes dropped
+//	sb_logic_published_total              downstream envelopes published
+//	sb_logic_ready                        1 once the upstream subscription is established
+//	sb_logic_handler_duration_seconds     histogram {type, plugin, outcome=ok|error|transient}
+//	sb_logic_redeliveries_total           {type, plugin}: frames handled again after a nack
+//
+// The handler series come from Middleware, which the runtime must be configured with; the
+// type label is the frame's type for routed types and "unknown" otherwise (clients cannot
+// grow the label set).
+type Metrics struct {
+	handler  http.Handler
+	duration metric.Float64Histogram
+	redeliv  metric.Int64Counter
+	src      atomic.Pointer[sourceRef]
+
+	types sync.Map     // frame types seen: a safety cap on the label set
+	ntype atomic.Int32 // len(types)
+}
+
+// maxTypes caps the distinct type labels; more are recorded as "other".
+const maxTypes = 256
+
+func (x *Metrics) typeLabel(t string) string {
+	if _, ok := x.types.Load(t); ok {
+		return t
+	}
+	if x.ntype.Add(1) > maxTypes {
+		x.ntype.Add(-1)
+		return "other"
+	}
+	if _, loaded := x.types.LoadOrStore(t, struct{}{}); loaded {
+		x.ntype.Add(-1)
+	}
+	return t
+}
+
+// sourceRef boxes the interface for the atomic pointer.
+type sourceRef struct{ src StatsSource }
+
+// NewMetrics builds the /metrics handler and the middleware's instruments. The runtime's
+// series appear once SetSource is called (the runtime is built with Middleware, so it comes
+// after NewMetrics).
+func NewMetrics() (*Metrics, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo())
+	if err != nil {
+		return nil, fmt.Errorf("admin: prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	m := mp.Meter("github.com/switchboard-io/switchboard/logic")
+	x := &Metrics{handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})}
+	x.duration, err = m.Float64Histogram("sb.logic.handler.duration", metric.WithUnit("s"),
+		metric.WithDescription("Handler latency per frame type (including the wait for its publishes)"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	if err != nil {
+		return nil, fmt.Errorf("admin: instrument: %w", err)
+	}
+	x.redeliv, err = m.Int64Counter("sb.logic.redeliveries", metric.WithDescription("Frames handled again after a nack"))
+	if err != nil {
+		return nil, fmt.Errorf("admin: instrument: %w", err)
+	}
+	if err := x.registerStats(m); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// SetSource sets the runtime whose Stats are exported. Safe for concurrent use.
+func (x *Metrics) SetSource(src StatsSource) { x.src.Store(&sourceRef{src}) }
+
+func (x *Metrics) source() StatsSource {
+	if r := x.src.Load(); r != nil {
+		return r.src
+	}
+	return nil
+}
+
+// ServeHTTP serves /metrics.
+func (x *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { x.handler.ServeHTTP(w, r) }
+
+// Middleware records each message frame's handler latency and redeliveries. Configure the
+// runtime with it (logic.Config.Middleware); it costs one histogram record per frame.
+func (x *Metrics) Middleware() logic.Middleware {
+	return func(next logic.Handler) logic.Handler {
+		return func(ctx context.Context, c *logic.Context) error {
+			start := time.Now()
+			err := next(ctx, c)
+			d := time.Since(start)
+			typ, outcome := c.Type, "ok"
+			var perr *protocol.Error
+			switch {
+			case err == nil:
+			case errors.As(err, &perr) && perr.Code == protocol.ErrUnknownType:
+				typ, outcome = "unknown", "error"
+			case logic.IsTransient(err):
+				outcome = "transient"
+			default:
+				outcome = "error"
+			}
+			if typ != "unknown" {
+				typ = x.typeLabel(typ)
+			}
+			plugin, _, _ := strings.Cut(typ, ".")
+			attrs := metric.WithAttributes(attribute.String("type", typ), attribute.String("plugin", plugin))
+			x.duration.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("type", typ),
+				attribute.String("plugin", plugin), attribute.String("outcome", outcome)))
+			if c.Redeliveries > 0 {
+				x.redeliv.Add(ctx, 1, attrs)
+			}
+			return err
+		}
+	}
+}
+
+func (x *Metrics) registerStats(m metric.Meter) error {
+	var errs []error
+	counter := func(name, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	frames := counter("sb.logic.frames", "Upstream events handled (acked or nacked)")
+	errFrames := counter("sb.logic.error_frames", "Error frames sent to clients")
+	nacks := counter("sb.logic.nacks", "Upstream events nacked for redelivery")
+	malformed := counter("sb.logic.malformed", "Undecodable upstream envelopes dropped")
+	published := counter("sb.logic.published", "Downstream envelopes published")
+	ready, err := m.Int64ObservableGauge("sb.logic.ready", metric.WithDescription("1 once the upstream subscription is established"))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("admin: instrument: %w", err)
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		src := x.source()
+		if src == nil {
+			return nil
+		}
+		st := src.Stats()
+		o.ObserveInt64(frames, int64(st.Frames))
+		o.ObserveInt64(errFrames, int64(st.Errors))
+		o.ObserveInt64(nacks, int64(st.Nacks))
+		o.ObserveInt64(malformed, int64(st.Malformed))
+		o.ObserveInt64(published, int64(st.Published))
+		var r int64
+		select {
+		case <-src.Ready():
+			r = 1
+		default:
+		}
+		o.ObserveInt64(ready, r)
+		return nil
+	}, frames, errFrames, nacks, malformed, published, ready)
+	if err != nil {
+		return fmt.Errorf("admin: callback: %w", err)
+	}
+	return nil
+}
