@@ -142,7 +142,8 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	adm, err := serveAdmin(o.admin, rt, api, metrics, log)
+	ready := &admin.Readiness{Runtime: rt, Router: func(ctx context.Context) error { _, err := pres.Edges(ctx); return err }}
+	adm, err := serveAdmin(o.admin, rt, api, metrics, ready, log)
 	if err != nil {
 		return err
 	}
@@ -155,6 +156,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
+	ready.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := rt.Shutdown(sctx); err != nil {
@@ -182,7 +184,7 @@ func chatStore(o options, log *slog.Logger) (chat.Store, func(), error) {
 	return s, func() { _ = c.Close() }, nil
 }
 
-func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, metrics http.Handler, log *slog.Logger) (*http.Server, error) {
+func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, metrics, ready http.Handler, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("logic: admin listen: %w", err)
@@ -200,6 +202,7 @@ func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, metrics http.Han
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rt.Stats())
 	})
+	mux.Handle("GET /readyz", ready)
 	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/admin/", api)
 	// pprof needs the admin token too: it reveals command lines and costs CPU.
