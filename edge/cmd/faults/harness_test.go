@@ -241,6 +241,8 @@ type clusterOpts struct {
 	redisAddr string        // the router's Redis; "" means SB_REDIS_ADDR
 	lease     time.Duration // edge presence lease; 0 means 3s
 	drain     time.Duration // edge drain window; 0 means 3s
+	pulsarURL string        // the broker; "" means SB_PULSAR_URL
+	adminURL  string        // its admin API; "" means SB_PULSAR_ADMIN_URL
 }
 
 // newCluster starts the router, two logic replicas, two edges and HAProxy, each ready.
@@ -248,8 +250,8 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	t.Helper()
 	c := &cluster{
 		t: t, dir: t.TempDir(),
-		pulsarURL: need(t, "SB_PULSAR_URL"),
-		adminURL:  strings.TrimRight(need(t, "SB_PULSAR_ADMIN_URL"), "/"),
+		pulsarURL: o.pulsarURL,
+		adminURL:  strings.TrimRight(o.adminURL, "/"),
 		chatRedis: need(t, "SB_REDIS_ADDR"),
 		redisAddr: o.redisAddr,
 		lease:     o.lease,
@@ -257,6 +259,12 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	}
 	if c.redisAddr == "" {
 		c.redisAddr = c.chatRedis
+	}
+	if c.pulsarURL == "" {
+		c.pulsarURL = need(t, "SB_PULSAR_URL")
+	}
+	if c.adminURL == "" {
+		c.adminURL = strings.TrimRight(need(t, "SB_PULSAR_ADMIN_URL"), "/")
 	}
 	if c.lease == 0 {
 		c.lease = 3 * time.Second

@@ -1,0 +1,295 @@
+//go:build integration
+
+package faults
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/protocol"
+)
+
+// privatePulsar is a Pulsar standalone of one test, started with deploy/local/pulsar.sh in a
+// state directory of its own on ports of its own: the lead's shared broker is never touched.
+type privatePulsar struct {
+	t     testing.TB
+	state string
+	url   string
+	admin string
+	env   []string
+}
+
+func startPrivatePulsar(t *testing.T) *privatePulsar {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := func() string {
+		a := freePort(t)
+		return a[strings.LastIndexByte(a, ':')+1:]
+	}
+	bp, wp := port(), port()
+	p := &privatePulsar{t: t, state: t.TempDir(), url: "pulsar://127.0.0.1:" + bp, admin: "http://127.0.0.1:" + wp}
+	p.env = append(os.Environ(), "SB_STATE_DIR="+p.state, "SB_PULSAR_PORT="+bp, "SB_PULSAR_WEB_PORT="+wp,
+		"SB_PULSAR_START_TIMEOUT=150", "SB_PULSAR_STOP_TIMEOUT=20")
+	script := filepath.Join(root, "deploy", "local", "pulsar.sh")
+	run := func(arg string) ([]byte, error) {
+		cmd := exec.Command(script, arg)
+		cmd.Env = p.env
+		return cmd.CombinedOutput()
+	}
+	t.Cleanup(func() {
+		p.signal(syscall.SIGCONT) // a stopped JVM cannot handle TERM
+		if out, err := run("stop"); err != nil {
+			t.Errorf("pulsar.sh stop: %v\n%s", err, out)
+		}
+	})
+	start := time.Now()
+	if out, err := run("start"); err != nil {
+		t.Fatalf("pulsar.sh start (private broker on %s): %v\n%s", p.url, err, out)
+	}
+	t.Logf("private Pulsar standalone on %s ready in %v", p.url, time.Since(start).Round(time.Millisecond))
+	return p
+}
+
+// pid is the broker's pid (pulsar.sh keeps it in its state directory), 0 if unknown.
+func (p *privatePulsar) pid() int {
+	b, err := os.ReadFile(filepath.Join(p.state, "pulsar", "pulsar.pid"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+func (p *privatePulsar) signal(sig syscall.Signal) {
+	if pid := p.pid(); pid > 0 {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// rssKiB is the resident set of process pid in KiB (VmRSS), 0 if it cannot be read.
+func rssKiB(pid int) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
+}
+
+// rssSampler records the peak RSS of a set of processes every 50 ms until stopped.
+type rssSampler struct {
+	mu   sync.Mutex
+	peak map[int]int
+	stop chan struct{}
+	done chan struct{}
+}
+
+func sampleRSS(pids []int) *rssSampler {
+	s := &rssSampler{peak: map[int]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			s.mu.Lock()
+			for _, pid := range pids {
+				s.peak[pid] = max(s.peak[pid], rssKiB(pid))
+			}
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) finish() map[int]int {
+	close(s.stop)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
+// outageTally classifies every chat.send of the load.
+type outageTally struct {
+	answered   int // an ack, a reply or an error frame
+	errored    int // an error frame (1005 unavailable…)
+	closedConn int // no answer, but the connection it was sent on closed (the client saw it)
+	silent     int // no answer on a connection that is still the same: vanished silently
+	sentDuring int // sent while the broker was stopped
+	ackedDurng int // … and acked anyway (held and accepted after the broker came back)
+	errDuring  int // … and answered with an error frame
+	errStored  int // answered with an error frame, yet stored and replied to later
+}
+
+func (l *load) tally(from, to time.Time) outageTally {
+	var o outageTally
+	for _, cl := range l.clients {
+		cl.mu.Lock()
+		for _, m := range cl.order {
+			during := !m.sentAt.Before(from) && m.sentAt.Before(to)
+			if during {
+				o.sentDuring++
+			}
+			switch {
+			case m.acked || m.replied || m.errCode != 0:
+				o.answered++
+				if m.errCode != 0 {
+					o.errored++
+					if m.replied {
+						o.errStored++
+					}
+					if during {
+						o.errDuring++
+					}
+				} else if during {
+					o.ackedDurng++
+				}
+			case cl.connects > 1 && m.sentAt.Before(cl.connectAt):
+				o.closedConn++
+			default:
+				o.silent++
+			}
+		}
+		cl.mu.Unlock()
+	}
+	return o
+}
+
+// TestPulsarOutage stops the Pulsar broker for 10 s under chat load and lets it run again.
+//
+// The broker is a private standalone (deploy/local/pulsar.sh in a state directory of the test).
+// The outage is SIGSTOP … SIGCONT of the broker's JVM, not pulsar.sh stop/start: pulsar.sh
+// start wipes data/, which would be a broker restart with data loss (every namespace, topic
+// and unconsumed message gone), and a message the bus acked before that would be lost by the
+// broker, not by Switchboard. A frozen broker keeps its data and its TCP connections but answers
+// nothing for 10 s: publishes time out (the bus's SendTimeout), lookups and producer creations
+// hang, exactly what a network partition or a stalled broker looks like to the edges and logic.
+//
+// Asserted: edges and logic keep running and chat flows again by itself within 60 s of the
+// broker resuming; every frame a client sent got an ack/reply or an explicit error frame (none
+// vanish silently); every acked message is in the history (chat.sync), no duplicates; the edges'
+// peak RSS stays within 64 MiB of their RSS before the outage.
+func TestPulsarOutage(t *testing.T) {
+	const (
+		outage       = 10 * time.Second
+		recoverBound = 60 * time.Second
+		rssBound     = 64 << 10 // KiB of growth allowed over the pre-outage RSS
+	)
+	pp := startPrivatePulsar(t)
+	c := newCluster(t, clusterOpts{pulsarURL: pp.url, adminURL: pp.admin})
+	l := startLoad(t, c, pairs)
+	l.send(rate)
+	l.warm(warmup)
+
+	var edgePids []int
+	before := map[int]int{}
+	for _, e := range c.edges {
+		pid := e.cmd.Process.Pid
+		edgePids = append(edgePids, pid)
+		before[pid] = rssKiB(pid)
+	}
+	rss := sampleRSS(edgePids)
+	if pp.pid() == 0 {
+		t.Fatal("no pid for the private broker")
+	}
+
+	stopped := time.Now()
+	pp.signal(syscall.SIGSTOP)
+	// The outage itself lasts a fixed 10 s (the fault being injected, not a synchronisation);
+	// meanwhile the load keeps sending.
+	time.Sleep(outage)
+	errsDuringOutage := 0
+	for _, cl := range l.clients {
+		cl.mu.Lock()
+		errsDuringOutage += cl.errors[int(protocol.ErrUnavailable)]
+		cl.mu.Unlock()
+	}
+	pp.signal(syscall.SIGCONT)
+	resumed := time.Now()
+
+	// Chat flows again: every client got a chat.send reply (stored by logic, answered through
+	// the bus) for a message it sent after the broker resumed.
+	flowing := func(cl *chatClient) bool {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		for i := len(cl.order) - 1; i >= 0 && cl.order[i].sentAt.After(resumed); i-- {
+			if cl.order[i].replied {
+				return true
+			}
+		}
+		return false
+	}
+	var firstFlow time.Duration
+	recovered := eventually(t, recoverBound, "chat flowing again for every client after the broker resumed", func() bool {
+		n := 0
+		for _, cl := range l.clients {
+			if flowing(cl) {
+				n++
+			}
+		}
+		if n > 0 && firstFlow == 0 {
+			firstFlow = time.Since(resumed)
+		}
+		return n == len(l.clients)
+	})
+	// A little more traffic on the recovered bus, then every frame must be answered.
+	time.Sleep(2 * time.Second)
+	l.stopSending()
+	var o outageTally
+	settle := eventually(t, 30*time.Second, "every chat.send answered (ack, reply or error frame)", func() bool {
+		o = l.tally(stopped, resumed)
+		return o.silent == 0
+	})
+	peak := rss.finish()
+	r := l.verify(syncWait)
+
+	for _, p := range append(append([]*proc{}, c.logics...), c.edges[0].proc, c.edges[1].proc) {
+		if p.exited() {
+			t.Errorf("%s exited during the outage: %v\n%s", p.name, p.err, p.tail(20))
+		}
+	}
+	var rssNotes []string
+	for i, pid := range edgePids {
+		rssNotes = append(rssNotes, fmt.Sprintf("%s %d→peak %d MiB", c.edges[i].id, before[pid]>>10, peak[pid]>>10))
+		if peak[pid]-before[pid] > rssBound {
+			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the outage (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
+		}
+	}
+	t.Logf("FAULT pulsar-outage: broker SIGSTOPped %v under %d clients × %.0f msg/s; %d error frames (1005) during the outage; first chat.send reply %v and every client's %v after SIGCONT (bound %v); every frame answered %v after the load stopped; frames sent during the outage: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (of which stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; edge RSS %s; %s",
+		outage, len(l.clients), rate, errsDuringOutage, firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound,
+		settle.Round(time.Millisecond), o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
+		l.reconnects(), strings.Join(rssNotes, ", "), r)
+	if o.silent != 0 {
+		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", o.silent)
+	}
+	if r.lost != 0 || r.dups != 0 {
+		t.Errorf("acked chat messages lost=%d duplicated=%d", r.lost, r.dups)
+	}
+	if o.sentDuring == 0 {
+		t.Error("no frame was sent during the outage: the fault was not exercised")
+	}
+}
