@@ -1,5 +1,5 @@
-// Package server serves a presence.Store over gRPC (the router service) and exposes /healthz
-// and /readyz on an admin HTTP address.
+// Package server serves a presence.Store over gRPC (the router service) and exposes /healthz,
+// /readyz, /metrics and /debug/pprof/ on an admin HTTP address.
 //
 // Tracing: every RPC runs under the otelgrpc stats handler with the W3C trace-context and
 // baggage propagators, so a span context sent by the client (router/client) is the parent of
@@ -34,8 +34,9 @@ type Config struct {
 	// Addr is the gRPC listen address. Zero means "127.0.0.1:7070". Port 0 picks a free port
 	// (see Addr).
 	Addr string
-	// AdminAddr is the HTTP listen address of /healthz and /readyz. Zero means no admin
-	// server. Port 0 picks a free port (see AdminAddr).
+	// AdminAddr is the HTTP listen address of /healthz, /readyz, /metrics (presence call
+	// counts and latency, see newMetrics) and /debug/pprof/ (unauthenticated: keep it on a
+	// private interface). Zero means no admin server and no metrics. Port 0 picks a free port (see AdminAddr).
 	AdminAddr string
 	// Store is the presence store served. Required. Not closed by the server.
 	Store presence.Store
@@ -107,9 +108,18 @@ func New(cfg Config) (*Server, error) {
 			_ = lis.Close()
 			return nil, fmt.Errorf("router/server: listen admin %s: %w", cfg.AdminAddr, err)
 		}
+		metrics, store, err := newMetrics(cfg.Store)
+		if err != nil {
+			_ = lis.Close()
+			_ = s.admin.Close()
+			return nil, err
+		}
+		s.cfg.Store = store // counted and timed from here on (Ready keeps the bare store)
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", s.healthz)
 		mux.HandleFunc("/readyz", s.readyz)
+		mux.Handle("GET /metrics", metrics)
+		pprofMux(mux)
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	s.streams, s.cancelStream = context.WithCancel(context.Background())
