@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,12 +38,13 @@ var _ StatsSource = (*logic.Runtime)(nil)
 //	sb_logic_malformed_total              undecodable upstream envelopes dropped
 //	sb_logic_published_total              downstream envelopes published
 //	sb_logic_ready                        1 once the upstream subscription is established
-//	sb_logic_handler_duration_seconds     histogram {type, plugin, outcome=ok|error|transient}
-//	sb_logic_redeliveries_total           {type, plugin}: frames handled again after a nack
+//	sb_logic_handler_duration_seconds     histogram {type, outcome=ok|error|transient}
+//	sb_logic_redeliveries_total           {type}: frames handled again after a nack
 //
 // The handler series come from Middleware, which the runtime must be configured with; the
 // type label is the frame's type for routed types and "unknown" otherwise (clients cannot
-// grow the label set).
+// grow the label set; at most 256 types, then "other"). Types are per route, so per plugin
+// (the runtime does not expose which plugin registered a type, so there is no plugin label).
 type Metrics struct {
 	handler  http.Handler
 	duration metric.Float64Histogram
@@ -139,12 +139,10 @@ func (x *Metrics) Middleware() logic.Middleware {
 			if typ != "unknown" {
 				typ = x.typeLabel(typ)
 			}
-			plugin, _, _ := strings.Cut(typ, ".")
-			attrs := metric.WithAttributes(attribute.String("type", typ), attribute.String("plugin", plugin))
 			x.duration.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("type", typ),
-				attribute.String("plugin", plugin), attribute.String("outcome", outcome)))
+				attribute.String("outcome", outcome)))
 			if c.Redeliveries > 0 {
-				x.redeliv.Add(ctx, 1, attrs)
+				x.redeliv.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ)))
 			}
 			return err
 		}

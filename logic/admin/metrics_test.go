@@ -91,11 +91,11 @@ func TestMetrics(t *testing.T) {
 		"sb_logic_frames_total":       5, // connect + 4 deliveries of 3 frames
 		"sb_logic_error_frames_total": 1,
 		"sb_logic_nacks_total":        1,
-		`sb_logic_handler_duration_seconds_count{outcome="ok",plugin="echo",type="echo"}`:             1,
-		`sb_logic_handler_duration_seconds_count{outcome="error",plugin="unknown",type="unknown"}`:    1,
-		`sb_logic_handler_duration_seconds_count{outcome="transient",plugin="flaky",type="flaky.do"}`: 1,
-		`sb_logic_handler_duration_seconds_count{outcome="ok",plugin="flaky",type="flaky.do"}`:        1,
-		`sb_logic_redeliveries_total{plugin="flaky",type="flaky.do"}`:                                 1,
+		`sb_logic_handler_duration_seconds_count{outcome="ok",type="echo"}`:            1,
+		`sb_logic_handler_duration_seconds_count{outcome="error",type="unknown"}`:      1,
+		`sb_logic_handler_duration_seconds_count{outcome="transient",type="flaky.do"}`: 1,
+		`sb_logic_handler_duration_seconds_count{outcome="ok",type="flaky.do"}`:        1,
+		`sb_logic_redeliveries_total{type="flaky.do"}`:                                 1,
 	}
 	// The replies may overtake the middleware's record (publishes are asynchronous): poll.
 	var body string
