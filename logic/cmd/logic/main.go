@@ -29,6 +29,7 @@ import (
 	"github.com/switchboard-io/switchboard/logic/plugins/chat"
 	"github.com/switchboard-io/switchboard/logic/plugins/danmaku"
 	"github.com/switchboard-io/switchboard/logic/plugins/echo"
+	"github.com/switchboard-io/switchboard/protocol"
 	"github.com/switchboard-io/switchboard/router/client"
 )
 
@@ -142,7 +143,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ready := &admin.Readiness{Runtime: rt, Router: func(ctx context.Context) error { _, err := pres.Edges(ctx); return err }}
+	ready := &admin.Readiness{Runtime: rt,
+		Router: func(ctx context.Context) error { _, err := pres.Edges(ctx); return err },
+		Bus:    func(ctx context.Context) error { return publishHealth(ctx, b, o.namespace) }}
 	adm, err := serveAdmin(o.admin, rt, api, metrics, ready, log)
 	if err != nil {
 		return err
@@ -218,4 +221,21 @@ func serveAdmin(addr string, rt *logic.Runtime, api *admin.API, metrics, ready h
 		}
 	}()
 	return srv, nil
+}
+
+// publishHealth publishes an empty message to the namespace's non-persistent health topic:
+// nobody subscribes, the broker drops it, and its acknowledgement proves the bus is reachable.
+func publishHealth(ctx context.Context, b bus.Bus, namespace string) error {
+	ns := strings.Trim(namespace, "/")
+	if ns == "" {
+		ns = protocol.DefaultNamespace
+	}
+	done := make(chan error, 1)
+	b.Publish(ctx, "non-persistent://"+ns+"/sb-health", bus.Message{Key: "logic"}, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
