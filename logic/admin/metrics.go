@@ -40,16 +40,19 @@ var _ StatsSource = (*logic.Runtime)(nil)
 //	sb_logic_ready                        1 once the upstream subscription is established
 //	sb_logic_handler_duration_seconds     histogram {type, outcome=ok|error|transient}
 //	sb_logic_redeliveries_total           {type}: frames handled again after a nack
+//	sb_logic_bus_publish_duration_seconds {result}: see InstrumentBus
 //
 // The handler series come from Middleware, which the runtime must be configured with; the
 // type label is the frame's type for routed types and "unknown" otherwise (clients cannot
 // grow the label set; at most 256 types, then "other"). Types are per route, so per plugin
 // (the runtime does not expose which plugin registered a type, so there is no plugin label).
 type Metrics struct {
-	handler  http.Handler
-	duration metric.Float64Histogram
-	redeliv  metric.Int64Counter
-	src      atomic.Pointer[sourceRef]
+	handler   http.Handler
+	duration  metric.Float64Histogram
+	redeliv   metric.Int64Counter
+	publish   metric.Float64Histogram
+	publishOK metric.RecordOption
+	src       atomic.Pointer[sourceRef]
 
 	types sync.Map     // frame types seen: a safety cap on the label set
 	ntype atomic.Int32 // len(types)
@@ -98,6 +101,13 @@ func NewMetrics() (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: instrument: %w", err)
 	}
+	x.publish, err = m.Float64Histogram("sb.logic.bus.publish.duration", metric.WithUnit("s"),
+		metric.WithDescription("Bus publishes from Publish to the broker's answer, by result (see InstrumentBus)"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	if err != nil {
+		return nil, fmt.Errorf("admin: instrument: %w", err)
+	}
+	x.publishOK = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
 	if err := x.registerStats(m); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboard-io/switchboard/logic"
 	"github.com/switchboard-io/switchboard/logic/admin"
+	"github.com/switchboard-io/switchboard/logic/bus"
 	"github.com/switchboard-io/switchboard/logic/logictest"
 	"github.com/switchboard-io/switchboard/logic/plugins/echo"
 )
@@ -73,7 +74,12 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("before SetSource: %s", before)
 	}
 
-	h := logictest.New(t, logic.Config{Plugins: []logic.Plugin{echo.Plugin{}, flaky{}},
+	b, err := bus.NewMemory(bus.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() }) // after the harness's cleanup (LIFO)
+	h := logictest.New(t, logic.Config{Bus: m.InstrumentBus(b), Plugins: []logic.Plugin{echo.Plugin{}, flaky{}},
 		Middleware: []logic.Middleware{m.Middleware()}})
 	m.SetSource(h.Runtime)
 	logictest.Eventually(t, "ready", func() bool { return value(scrape(t, srv.URL), "sb_logic_ready") == 1 })
@@ -115,6 +121,9 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("series:%s\n%s", bad, body)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	if got := value(body, `sb_logic_bus_publish_duration_seconds_count{result="ok"}`); got < 3 {
+		t.Errorf("bus publishes = %v", got)
 	}
 	if got := value(body, "sb_logic_published_total"); got < 3 {
 		t.Errorf("published = %v", got)

@@ -125,7 +125,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	rt, err := logic.New(logic.Config{
-		Bus: b, Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers,
+		Bus: metrics.InstrumentBus(b), Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers,
 		Plugins: []logic.Plugin{
 			echo.Plugin{},
 			chat.New(chat.Config{Store: store}),
