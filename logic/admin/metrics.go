@@ -54,29 +54,46 @@ type Metrics struct {
 	publishOK metric.RecordOption
 	src       atomic.Pointer[sourceRef]
 
-	types sync.Map     // frame types seen: a safety cap on the label set
-	ntype atomic.Int32 // len(types)
-}
-
-// maxTypes caps the distinct type labels; more are recorded as "other".
-const maxTypes = 256
-
-func (x *Metrics) typeLabel(t string) string {
-	if _, ok := x.types.Load(t); ok {
-		return t
-	}
-	if x.ntype.Add(1) > maxTypes {
-		x.ntype.Add(-1)
-		return "other"
-	}
-	if _, loaded := x.types.LoadOrStore(t, struct{}{}); loaded {
-		x.ntype.Add(-1)
-	}
-	return t
+	unknown *typeAttrs   // unrouted types
+	other   *typeAttrs   // types beyond maxTypes
+	types   sync.Map     // frame type -> *typeAttrs; at most maxTypes (+ "other")
+	ntype   atomic.Int32 // len(types)
 }
 
 // sourceRef boxes the interface for the atomic pointer.
 type sourceRef struct{ src StatsSource }
+
+// maxTypes caps the distinct type labels; more are recorded as "other".
+const maxTypes = 256
+
+// typeAttrs are a type's precomputed attribute sets (no allocation per frame).
+type typeAttrs struct {
+	ok, err, transient metric.RecordOption
+	redeliv            metric.AddOption
+}
+
+func newTypeAttrs(t string) *typeAttrs {
+	set := func(outcome string) metric.RecordOption {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String("type", t), attribute.String("outcome", outcome)))
+	}
+	return &typeAttrs{ok: set("ok"), err: set("error"), transient: set("transient"),
+		redeliv: metric.WithAttributeSet(attribute.NewSet(attribute.String("type", t)))}
+}
+
+func (x *Metrics) attrs(t string) *typeAttrs {
+	if a, ok := x.types.Load(t); ok {
+		return a.(*typeAttrs)
+	}
+	if x.ntype.Add(1) > maxTypes {
+		x.ntype.Add(-1)
+		return x.other
+	}
+	a, loaded := x.types.LoadOrStore(t, newTypeAttrs(t))
+	if loaded {
+		x.ntype.Add(-1)
+	}
+	return a.(*typeAttrs)
+}
 
 // NewMetrics builds the /metrics handler and the middleware's instruments. The runtime's
 // series appear once SetSource is called (the runtime is built with Middleware, so it comes
@@ -90,7 +107,7 @@ func NewMetrics() (*Metrics, error) {
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
 	m := mp.Meter("github.com/switchboard-io/switchboard/logic")
-	x := &Metrics{handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})}
+	x := &Metrics{unknown: newTypeAttrs("unknown"), other: newTypeAttrs("other"), handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})}
 	x.duration, err = m.Float64Histogram("sb.logic.handler.duration", metric.WithUnit("s"),
 		metric.WithDescription("Handler latency per frame type (including the wait for its publishes)"),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -135,24 +152,23 @@ func (x *Metrics) Middleware() logic.Middleware {
 			start := time.Now()
 			err := next(ctx, c)
 			d := time.Since(start)
-			typ, outcome := c.Type, "ok"
+			var a *typeAttrs
 			var perr *protocol.Error
-			switch {
-			case err == nil:
-			case errors.As(err, &perr) && perr.Code == protocol.ErrUnknownType:
-				typ, outcome = "unknown", "error"
-			case logic.IsTransient(err):
-				outcome = "transient"
-			default:
-				outcome = "error"
+			if errors.As(err, &perr) && perr.Code == protocol.ErrUnknownType {
+				a = x.unknown
+			} else {
+				a = x.attrs(c.Type)
 			}
-			if typ != "unknown" {
-				typ = x.typeLabel(typ)
+			outcome := a.ok
+			if err != nil {
+				outcome = a.err
+				if logic.IsTransient(err) {
+					outcome = a.transient
+				}
 			}
-			x.duration.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("type", typ),
-				attribute.String("outcome", outcome)))
+			x.duration.Record(ctx, d.Seconds(), outcome)
 			if c.Redeliveries > 0 {
-				x.redeliv.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ)))
+				x.redeliv.Add(ctx, 1, a.redeliv)
 			}
 			return err
 		}

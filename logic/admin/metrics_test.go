@@ -132,3 +132,24 @@ func TestMetrics(t *testing.T) {
 		t.Log(body)
 	}
 }
+
+// TestMetricsTypeCap: clients cannot grow the type label set without bound.
+func TestMetricsTypeCap(t *testing.T) {
+	m, err := admin.NewMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Middleware()(func(context.Context, *logic.Context) error { return nil })
+	for i := range 300 {
+		_ = h(context.Background(), &logic.Context{Type: fmt.Sprintf("t%d", i)})
+	}
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	body := scrape(t, srv.URL)
+	if got := value(body, `sb_logic_handler_duration_seconds_count{outcome="ok",type="other"}`); got != 300-256 {
+		t.Fatalf("other = %v", got)
+	}
+	if n := strings.Count(body, "sb_logic_handler_duration_seconds_count{"); n != 257 {
+		t.Fatalf("%d type series", n)
+	}
+}
