@@ -4,8 +4,18 @@ import (
 	"errors"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/switchboard-io/switchboard/logic/admin"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pulsar-client-go v0.16.0 stops it only on its next SendTimeout tick after the
+		// producer closed (see logic/bus's TestMain).
+		goleak.IgnoreTopFunction("github.com/apache/pulsar-client-go/pulsar.(*partitionProducer).failTimeoutMessages"),
+	)
+}
 
 func TestParseAdminExposure(t *testing.T) {
 	t.Setenv("SB_ADMIN_TOKEN", "")
