@@ -2,6 +2,12 @@
 // Key_Shared subscription, runs the echo, chat and danmaku plugins, resolves targets through
 // the router and publishes deliveries to the edges' topics. Any number of replicas may run.
 //
+// The admin address (-admin, default 127.0.0.1:9102) serves /healthz (alive), /readyz (upstream
+// subscribed, bus and router reachable, not draining), /stats (JSON), /metrics (Prometheus),
+// the operator API and page under /admin/ (package logic/admin) and /debug/pprof/. /admin/ and
+// pprof need "Authorization: Bearer $SB_ADMIN_TOKEN"; without a token the binary refuses to
+// start unless -admin is a loopback address (then they are open to local users only).
+//
 // Every flag has an environment variable (shown in -help); flags win.
 package main
 
@@ -37,7 +43,7 @@ type options struct {
 	pulsar, namespace, sub, router    string
 	redis, redisCluster, admin, level string
 	logFormat                         string
-	moderators, adminToken            string
+	moderators, adminToken, tokenFile string
 	consumers                         int
 	rate                              float64
 	batching                          time.Duration
@@ -60,7 +66,8 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.redis, "redis", env("SB_REDIS_ADDR", ""), "Redis for chat history (SB_REDIS_ADDR)")
 	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis (SB_REDIS_CLUSTER_ADDRS)")
 	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /readyz, /stats, /metrics, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
-	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/; empty only allowed when -admin is a loopback address (SB_ADMIN_TOKEN)")
+	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/ and of /debug/pprof/; empty only allowed when -admin is a loopback address; prefer the env variable or -admin-token-file (a flag shows in ps) (SB_ADMIN_TOKEN)")
+	fs.StringVar(&o.tokenFile, "admin-token-file", env("SB_ADMIN_TOKEN_FILE", ""), "file holding the admin token; wins over -admin-token (SB_ADMIN_TOKEN_FILE)")
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
 	fs.StringVar(&o.logFormat, "log-format", env("SB_LOG_FORMAT", "text"), "text or json; json lines carry trace_id/span_id when logged in a span (SB_LOG_FORMAT)")
 	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
@@ -72,6 +79,15 @@ func parse(args []string) (options, error) {
 	}
 	if o.pulsar == "" || o.router == "" {
 		return o, errors.New("logic: -pulsar and -router are required")
+	}
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return o, fmt.Errorf("logic: -admin-token-file: %w", err)
+		}
+		if o.adminToken = strings.TrimSpace(string(b)); o.adminToken == "" {
+			return o, fmt.Errorf("logic: -admin-token-file %s is empty", o.tokenFile)
+		}
 	}
 	if err := admin.CheckBind(o.admin, o.adminToken); err != nil {
 		return o, err

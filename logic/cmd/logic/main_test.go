@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -28,6 +30,22 @@ func TestParseAdminExposure(t *testing.T) {
 	}
 	if _, err := parse(append(base, "-admin", "127.0.0.1:9102")); err != nil {
 		t.Fatalf("loopback without a token: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(f, []byte("fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := parse(append(base, "-admin", ":9102", "-admin-token-file", f)); err != nil || o.adminToken != "fromfile" {
+		t.Fatalf("token file: %v %q", err, o.adminToken)
+	}
+	if err := os.WriteFile(f, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parse(append(base, "-admin-token-file", f)); err == nil {
+		t.Fatal("empty token file accepted")
+	}
+	if _, err := parse(append(base, "-admin-token-file", f+".missing")); err == nil {
+		t.Fatal("missing token file accepted")
 	}
 	t.Setenv("SB_ADMIN_TOKEN", "fromenv")
 	o, err := parse(append(base, "-admin", ":9102"))
