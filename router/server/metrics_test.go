@@ -81,3 +81,59 @@ func TestMetricsAndPprof(t *testing.T) {
 		t.Fatalf("pprof: %d", code)
 	}
 }
+
+// blockingStore holds ResolveUsers until release is closed (a call in flight at shutdown).
+type blockingStore struct {
+	presence.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) ResolveUsers(ctx context.Context, users []string) (map[string][]presence.Conn, error) {
+	close(b.entered)
+	<-b.release
+	return b.Store.ResolveUsers(ctx, users)
+}
+
+// TestReadyzDraining: once Shutdown starts, /readyz answers 503 while in-flight calls finish.
+func TestReadyzDraining(t *testing.T) {
+	mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	bs := &blockingStore{Store: mem, entered: make(chan struct{}), release: make(chan struct{})}
+	srv := run(t, bs)
+	cl, err := client.New(client.Config{Addr: srv.Addr(), CacheTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	url := "http://" + srv.AdminAddr() + "/readyz"
+	if code, body := get(t, url); code != 200 {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	callDone := make(chan error, 1)
+	go func() { _, err := cl.ResolveUsers(context.Background(), []string{"u"}); callDone <- err }()
+	<-bs.entered
+	shutDone := make(chan error, 1)
+	go func() { shutDone <- srv.Shutdown(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, url)
+		if code == 503 && body == "not ready: draining\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz while draining: %d %q", code, body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(bs.release)
+	if err := <-callDone; err != nil {
+		t.Fatalf("in-flight call: %v", err)
+	}
+	if err := <-shutDone; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -68,6 +69,7 @@ type Server struct {
 	cancelStream context.CancelFunc
 
 	stopOnce sync.Once
+	draining atomic.Bool // set when Shutdown starts: /readyz answers 503 while calls finish
 }
 
 // New validates cfg and opens the listeners (so Addr and AdminAddr are known before Run).
@@ -192,6 +194,7 @@ func (s *Server) Run(ctx context.Context) error {
 // closes everything. Safe to call more than once and before Run.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
+		s.draining.Store(true)
 		s.cancelStream()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
@@ -223,6 +226,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain")
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: draining\n"))
+		return
+	}
 	if err := s.cfg.Ready(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
