@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"go.opentelemetry.io/otel/trace"
 	"strconv"
 	"sync"
@@ -447,7 +448,16 @@ func (l *loop) answer(r *pubReq) {
 		return
 	}
 	if r.err != nil {
-		l.writeError(wc, r.id, protocol.ErrUnavailable, "")
+		// A publish that timed out may still have been stored (its outcome is unknown): the
+		// client is told "timeout" (resend with the same id is safe), never "not accepted".
+		code := protocol.ErrUnavailable
+		if t, ok := errors.AsType[interface {
+			error
+			Timeout() bool
+		}](r.err); ok && t.Timeout() {
+			code = protocol.ErrTimeout
+		}
+		l.writeError(wc, r.id, code, "")
 		return
 	}
 	l.s.acks.Add(1)

@@ -68,6 +68,15 @@ func TestGorillaUpstreamAndDownstream(t *testing.T) {
 	if f := readFrame(t, a); f.Type != protocol.TypeError || f.ID != "2" || f.Code != protocol.ErrUnavailable {
 		t.Fatalf("got %+v, want error 2 / ErrUnavailable", f)
 	}
+	// A publish whose outcome is unknown (a Timeout() error, like bus.ErrTimeout) is answered
+	// with ErrTimeout, never with "not accepted".
+	pub.setErr(timeoutErr{})
+	if err := a.WriteMessage(websocket.TextMessage, []byte(`{"type":"chat.send","id":"3","data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f := readFrame(t, a); f.Type != protocol.TypeError || f.ID != "3" || f.Code != protocol.ErrTimeout {
+		t.Fatalf("got %+v, want error 3 / ErrTimeout", f)
+	}
 	pub.setErr(nil)
 
 	// Room: alice and bob's first connection join; a room delivery reaches exactly them.
@@ -241,3 +250,8 @@ func TestKickCodes(t *testing.T) {
 		}
 	}
 }
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "publish timed out" }
+func (timeoutErr) Timeout() bool { return true }

@@ -66,5 +66,5 @@
 //	1006 ErrForbidden      the plugin refused (e.g. joining a room not allowed)
 //	1007 ErrInvalidData    the data is well-formed but invalid for the type
 //	1008 ErrNotFound       the target does not exist
-//	1009 ErrTimeout        the frame timed out
+//	1009 ErrTimeout        the bus did not confirm in time: outcome unknown, resend with the same id
 package protocol

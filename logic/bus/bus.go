@@ -69,7 +69,17 @@ var (
 	// ErrBusy is returned by Subscribe when an Exclusive subscription already has its consumer
 	// (e.g. a previous life of the same edge that the broker has not yet seen go).
 	ErrBusy = errors.New("bus: exclusive subscription has a consumer")
+	// ErrTimeout is returned when the broker did not confirm a message in time: the outcome
+	// is UNKNOWN (the broker may still store it, e.g. after a stall). Resending with the same
+	// id is the caller's way out; consumers must tolerate duplicates (at-least-once). It has a
+	// Timeout() bool method, so callers that do not import bus can recognise it.
+	ErrTimeout error = timeoutError{}
 )
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string { return "bus: publish timed out, outcome unknown" }
+func (timeoutError) Timeout() bool { return true }
 
 // Message is what a producer publishes.
 type Message struct {

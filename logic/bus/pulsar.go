@@ -293,6 +293,9 @@ func (b *Pulsar) mapErr(ctx context.Context, err error) error {
 		return fmt.Errorf("bus: publish: %w", ctx.Err())
 	case errors.Is(err, pulsar.ErrMessageTooLarge), errors.Is(err, pulsar.ErrInvalidMessage):
 		return fmt.Errorf("bus: publish: %w", err)
+	case errors.Is(err, pulsar.ErrSendTimeout):
+		// The bytes may already be in the broker's socket: it can still store the message.
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	case errors.Is(err, pulsar.ErrProducerClosed):
 		if b.closed.Load() { // not closeMu: this may run inside Publish, which holds it
 			return ErrClosed

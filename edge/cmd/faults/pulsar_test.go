@@ -225,7 +225,7 @@ func TestPulsarOutage(t *testing.T) {
 	errsDuringOutage := 0
 	for _, cl := range l.clients {
 		cl.mu.Lock()
-		errsDuringOutage += cl.errors[int(protocol.ErrUnavailable)]
+		errsDuringOutage += cl.errors[int(protocol.ErrUnavailable)] + cl.errors[int(protocol.ErrTimeout)]
 		cl.mu.Unlock()
 	}
 	pp.signal(syscall.SIGCONT)
@@ -279,7 +279,7 @@ func TestPulsarOutage(t *testing.T) {
 			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the outage (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
 		}
 	}
-	t.Logf("FAULT pulsar-outage: broker SIGSTOPped %v under %d clients × %.0f msg/s; %d error frames (1005) during the outage; first chat.send reply %v and every client's %v after SIGCONT (bound %v); every frame answered %v after the load stopped; frames sent during the outage: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (of which stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; edge RSS %s; %s",
+	t.Logf("FAULT pulsar-outage: broker SIGSTOPped %v under %d clients × %.0f msg/s; %d error frames (1005 unavailable / 1009 timeout) during the outage; first chat.send reply %v and every client's %v after SIGCONT (bound %v); every frame answered %v after the load stopped; frames sent during the outage: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (of which stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; edge RSS %s; %s",
 		outage, len(l.clients), rate, errsDuringOutage, firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound,
 		settle.Round(time.Millisecond), o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
 		l.reconnects(), strings.Join(rssNotes, ", "), r)
