@@ -76,8 +76,9 @@ $(MODULES:%=lint/%): lint/%:
 	cd $* && $(GO) vet ./... && test -z "$$(gofmt -l .)"
 
 # cluster: the real topology on loopback (Redis, Pulsar, router, 2 logic, 2 edges, HAProxy on :8090).
+# OBSERVE=1 also starts Prometheus (deploy/prometheus) on :9090.
 cluster: install
-	./deploy/local/cluster.sh up
+	SB_OBSERVE=$(OBSERVE) ./deploy/local/cluster.sh up
 
 cluster-down:
 	./deploy/local/cluster.sh down

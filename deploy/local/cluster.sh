@@ -31,7 +31,13 @@ readonly LOGIC_BASE_PORT="${SB_LOGIC_BASE_PORT:-7080}"
 readonly READY_TIMEOUT="${SB_CLUSTER_READY_TIMEOUT:-60}"
 
 # pattern_of NAME: a string unique to NAME's command line (guards against recycled pids).
-pattern_of() { if [[ "$1" == haproxy ]]; then printf '%s' "$DIR/haproxy.cfg"; else printf '%s' "$BIN/"; fi; }
+pattern_of() {
+  case "$1" in
+    haproxy) printf '%s' "$DIR/haproxy.cfg" ;;
+    prometheus) printf '%s' "$DIR/prometheus.yml" ;;
+    *) printf '%s' "$BIN/" ;;
+  esac
+}
 
 http_ok() { curl -sf --max-time 2 "$1" >/dev/null 2>&1; }
 
@@ -112,13 +118,53 @@ up() {
   wait_until 20 "an edge behind HAProxy" http_ok "http://127.0.0.1:$FRONT_PORT/healthz" ||
     die "HAProxy has no healthy edge"
 
+  if [[ "${SB_OBSERVE:-}" == 1 ]]; then
+    start_prometheus
+  fi
+
   log "up: demo http://127.0.0.1:$FRONT_PORT/  websocket ws://127.0.0.1:$FRONT_PORT/ws"
   log "    dev tokens http://127.0.0.1:$FRONT_PORT/auth/dev-token?user=<id>  HAProxy stats http://127.0.0.1:$STATS_PORT/stats"
   log "    router $ROUTER_ADDR  logs $DIR/*.log  stop: make cluster-down"
 }
 
+# start_prometheus (make cluster OBSERVE=1): Debian's prometheus scraping the edges, logic and
+# router (deploy/prometheus), on 127.0.0.1:9090, data under $DIR/prometheus.
+start_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1; then
+    log "installing Debian's prometheus (OBSERVE=1)"
+    if [[ $(id -u) -eq 0 ]]; then apt_get=(apt-get); else apt_get=(sudo -n apt-get); fi
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" -o DPkg::Lock::Timeout=600 install -y -qq prometheus </dev/null >/dev/null ||
+      die "apt-get install prometheus failed"
+  fi
+  # The package starts its own service on :9090 where systemd runs; ours is a separate process.
+  local port="${SB_PROMETHEUS_PORT:-9090}"
+  port_open "$port" && die "port $port is in use (another prometheus?); set SB_PROMETHEUS_PORT"
+  local cfg="$DIR/prometheus.yml"
+  sed -e "s|127.0.0.1:9101\", \"127.0.0.1:9102|$(edge_targets)|" \
+    -e "s|127.0.0.1:7081\", \"127.0.0.1:7082|$(logic_targets)|" -e "s|127.0.0.1:7071|$ROUTER_ADMIN|" \
+    "$SB_ROOT/deploy/prometheus/prometheus.yml" >"$cfg"
+  cp "$SB_ROOT/deploy/prometheus/alerts.yml" "$DIR/alerts.yml"
+  start_proc prometheus prometheus --config.file="$cfg" --storage.tsdb.path="$DIR/prometheus" \
+    --web.listen-address="127.0.0.1:$port"
+  wait_ready prometheus "http://127.0.0.1:$port/-/ready"
+  log "prometheus http://127.0.0.1:$port/ (alerts: http://127.0.0.1:$port/alerts)"
+}
+
+edge_targets() {
+  local i out=""
+  for ((i = 1; i <= EDGES; i++)); do out+="${out:+\", \"}127.0.0.1:$((EDGE_BASE_PORT + i))"; done
+  printf '%s' "$out"
+}
+
+logic_targets() {
+  local i out=""
+  for ((i = 1; i <= LOGICS; i++)); do out+="${out:+\", \"}127.0.0.1:$((LOGIC_BASE_PORT + i))"; done
+  printf '%s' "$out"
+}
+
 procs() {
   local i
+  printf '%s\n' prometheus
   printf '%s\n' haproxy
   for ((i = EDGES; i >= 1; i--)); do printf 'edge%s\n' "$i"; done
   for ((i = LOGICS; i >= 1; i--)); do printf 'logic%s\n' "$i"; done
@@ -141,6 +187,7 @@ status() {
   local name pattern pid rc=0
   for name in $(procs); do
     pattern="$(pattern_of "$name")"
+    [[ "$name" == prometheus && ! -e "$DIR/$name.pid" ]] && continue # only with OBSERVE=1
     if pid="$(pidfile_pid "$DIR/$name.pid" "$pattern")"; then
       log "$name running (pid $pid)"
     else
