@@ -91,7 +91,7 @@ type frame struct {
 // TestEdgeBinaryOverPulsarAndRouter runs the edge binary's run() against the real Pulsar broker
 // and an in-process router: a client authenticated with a dev token is reported to the router,
 // its connect reaches the upstream topic, deliveries published to the edge's topic and to the
-// broadcast topic reach it, and a signal drains it with a move frame.
+// broadcast topic reach it, and a drain requested through the admin API (as SIGTERM does) moves it.
 func TestEdgeBinaryOverPulsarAndRouter(t *testing.T) {
 	pulsarURL := need(t, "SB_PULSAR_URL")
 	ns := namespace(t, need(t, "SB_PULSAR_ADMIN_URL"))
@@ -131,6 +131,7 @@ func TestEdgeBinaryOverPulsarAndRouter(t *testing.T) {
 	defer sub.Close()
 
 	t.Setenv("SB_JWT_SECRET", "it-secret")
+	t.Setenv("SB_ADMIN_TOKEN", "it-admin")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wsURL, errc := startEdge(t, ctx, edgeID, pulsarURL, ns, rs.Addr())
@@ -205,9 +206,26 @@ func TestEdgeBinaryOverPulsarAndRouter(t *testing.T) {
 		t.Fatalf("broadcast %+v", f)
 	}
 
-	cancel() // SIGTERM: drain
+	// The admin API drains the edge as SIGTERM would; a wrong token is refused.
+	drain := func(token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, httpBase+"/admin/drain", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST /admin/drain: %v", err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := drain("wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("drain with a wrong token: HTTP %d, want 401", code)
+	}
+	if code := drain("it-admin"); code != http.StatusAccepted {
+		t.Fatalf("drain: HTTP %d, want 202", code)
+	}
 	if f := read(); f.Type != protocol.TypeMove {
-		t.Fatalf("after the signal: %+v, want move", f)
+		t.Fatalf("after the drain request: %+v, want move", f)
 	}
 	_ = c.Close()
 	select {

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -44,7 +45,7 @@ func main() { cli.Main("edge", run) }
 type options struct {
 	addr, id, path, pulsar, namespace, router string
 	jwtSecret                                 []byte
-	audience                                  string
+	audience, adminToken                      string
 	devAuth, devTokens, demo                  bool
 	origins                                   []string
 	loops                                     int
@@ -72,6 +73,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drain, "drain", cli.EnvDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
 	fs.DurationVar(&o.moveJitter, "move-jitter", cli.EnvDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
 	fs.DurationVar(&o.lease, "lease", cli.EnvDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
+	fs.StringVar(&o.adminToken, "admin-token", cli.Env("SB_ADMIN_TOKEN", ""), "bearer token for POST /admin/drain (SB_ADMIN_TOKEN; empty: no admin endpoint)")
 	verbose := fs.Bool("v", cli.EnvBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
 	if err := cli.Parse(fs, args); err != nil {
 		return o, err
@@ -132,7 +134,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var draining atomic.Bool
 	var srv *edge.Server
+	// An operator drains the edge like SIGTERM does: stop accepting, paced moves, close.
+	ctx, requestDrain := context.WithCancel(ctx)
+	defer requestDrain()
 	mux := http.NewServeMux()
+	if o.adminToken != "" {
+		mux.HandleFunc("POST /admin/drain", func(w http.ResponseWriter, r *http.Request) {
+			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(o.adminToken)) != 1 {
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			log.Warn("drain requested through the admin API", "remote", r.RemoteAddr)
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = io.WriteString(w, "draining\n")
+			requestDrain()
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if draining.Load() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
