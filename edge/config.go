@@ -106,6 +106,17 @@ type Config struct {
 	// connection may send before it is closed with 4000. Zero means 5.
 	MaxBadFrames int
 
+	// MaxConnsPerSource caps the TCP connections one remote IP may hold at once; over it, a new
+	// connection is answered 429 and closed before its handshake is read. Zero means no cap
+	// (behind a balancer every connection comes from the balancer: cap there instead).
+	MaxConnsPerSource int
+	// SourceHandshakeRate caps new connections per second from one remote IP (token bucket of
+	// SourceHandshakeBurst); over it: 429 and close. Zero means no cap.
+	SourceHandshakeRate float64
+	// SourceHandshakeBurst is the bucket size for SourceHandshakeRate. Zero means
+	// max(1, 2×SourceHandshakeRate).
+	SourceHandshakeBurst int
+
 	// DrainWindow is the span over which a graceful shutdown sends "move" frames, paced and
 	// jittered across connections. Zero means 10s.
 	DrainWindow time.Duration
@@ -222,6 +233,12 @@ func (c *Config) withDefaults() (Config, error) {
 	defi(&cfg.RateBurst, int(2*cfg.RateLimit))
 	defi(&cfg.RateStrikes, 20)
 	defi(&cfg.MaxBadFrames, 5)
+	if cfg.MaxConnsPerSource < 0 || cfg.SourceHandshakeRate < 0 || cfg.SourceHandshakeBurst < 0 {
+		return cfg, fmt.Errorf("%w: negative per-source limit", ErrConfig)
+	}
+	if cfg.SourceHandshakeRate > 0 && cfg.SourceHandshakeBurst == 0 {
+		cfg.SourceHandshakeBurst = max(1, int(2*cfg.SourceHandshakeRate))
+	}
 	def(&cfg.DrainWindow, 10*time.Second)
 	def(&cfg.MoveJitter, 5*time.Second)
 	def(&cfg.DrainGrace, 2*time.Second)

@@ -158,8 +158,10 @@ type Server struct {
 	closeCounts map[uint16]uint64
 	rejects     map[int]uint64 // handshake rejections by HTTP status; guarded by closeMu
 
-	pres  *reporter
-	trace *tracing
+	pres *reporter
+
+	srcLim *sourceLimits // nil: no per-source limits
+	trace  *tracing
 
 	stopOnce sync.Once
 	runDone  chan struct{}
@@ -182,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 		rejects:     make(map[int]uint64),
 	}
 	s.auth = newAuthenticator(&s.cfg)
+	s.srcLim = newSourceLimits(s.cfg.MaxConnsPerSource, s.cfg.SourceHandshakeRate, s.cfg.SourceHandshakeBurst)
 	s.trace = newTracing(c.TracerProvider)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.httpSem = make(chan struct{}, c.HTTPWorkers)
@@ -459,6 +462,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.state.Load() != stateRunning {
 		return nil, gnet.Close
 	}
+	if s.srcLim != nil && !s.srcLim.admit(c.RemoteAddr(), time.Now()) {
+		s.countReject(429)
+		return tooManyFromSource, gnet.Close
+	}
 	l := s.loopFor(c.EventLoop())
 	l.accept(c)
 	return nil, gnet.None
@@ -477,6 +484,9 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if wc, ok := c.Context().(*wsConn); ok {
 		wc.l.onClose(wc)
+		if s.srcLim != nil {
+			s.srcLim.release(c.RemoteAddr())
+		}
 	}
 	return gnet.None
 }
@@ -484,6 +494,9 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTick advances every loop's timing wheel. gnet callback, on the ticker goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.broadcastTask(task{kind: tTick})
+	if s.srcLim != nil {
+		s.srcLim.prune(time.Now())
+	}
 	return s.cfg.Tick, gnet.None
 }
 

@@ -48,7 +48,8 @@ type options struct {
 	audience, adminToken                      string
 	devAuth, devTokens, demo                  bool
 	origins                                   []string
-	loops                                     int
+	loops, maxPerSource                       int
+	sourceRate                                float64
 	drain, moveJitter, lease                  time.Duration
 	logLevel                                  slog.Level
 }
@@ -73,6 +74,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drain, "drain", cli.EnvDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
 	fs.DurationVar(&o.moveJitter, "move-jitter", cli.EnvDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
 	fs.DurationVar(&o.lease, "lease", cli.EnvDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
+	fs.IntVar(&o.maxPerSource, "max-conns-per-source", cli.EnvInt("SB_EDGE_MAX_CONNS_PER_SOURCE", 0), "connections one remote IP may hold; over it 429 (SB_EDGE_MAX_CONNS_PER_SOURCE; 0: no cap — behind a balancer, cap at the balancer)")
+	fs.Float64Var(&o.sourceRate, "source-handshake-rate", 0, "new connections per second per remote IP, burst 2x; over it 429 (0: no cap)")
 	fs.StringVar(&o.adminToken, "admin-token", cli.Env("SB_ADMIN_TOKEN", ""), "bearer token for POST /admin/drain (SB_ADMIN_TOKEN; empty: no admin endpoint)")
 	verbose := fs.Bool("v", cli.EnvBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
 	if err := cli.Parse(fs, args); err != nil {
@@ -174,21 +177,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	srv, err = edge.New(edge.Config{
-		ID:              o.id,
-		Addr:            o.addr,
-		Path:            o.path,
-		Loops:           o.loops,
-		AllowedOrigins:  o.origins,
-		JWTSecret:       o.jwtSecret,
-		JWTAudience:     o.audience,
-		InsecureDevAuth: o.devAuth,
-		Publisher:       wire.NewPublisher(b, o.namespace),
-		Presence:        rc,
-		PresenceLease:   o.lease,
-		HTTPHandler:     mux,
-		DrainWindow:     o.drain,
-		MoveJitter:      o.moveJitter,
-		Logger:          log.With("component", "edge"),
+		ID:                  o.id,
+		Addr:                o.addr,
+		Path:                o.path,
+		Loops:               o.loops,
+		AllowedOrigins:      o.origins,
+		MaxConnsPerSource:   o.maxPerSource,
+		SourceHandshakeRate: o.sourceRate,
+		JWTSecret:           o.jwtSecret,
+		JWTAudience:         o.audience,
+		InsecureDevAuth:     o.devAuth,
+		Publisher:           wire.NewPublisher(b, o.namespace),
+		Presence:            rc,
+		PresenceLease:       o.lease,
+		HTTPHandler:         mux,
+		DrainWindow:         o.drain,
+		MoveJitter:          o.moveJitter,
+		Logger:              log.With("component", "edge"),
 	})
 	if err != nil {
 		return err
