@@ -37,6 +37,7 @@ import (
 	"github.com/switchboard-io/switchboard/logic/plugins/echo"
 	"github.com/switchboard-io/switchboard/protocol"
 	"github.com/switchboard-io/switchboard/router/client"
+	"github.com/switchboard-io/switchboard/router/slogtrace"
 )
 
 type options struct {
@@ -103,7 +104,7 @@ func main() {
 		}
 		os.Exit(2)
 	}
-	log, err := admin.NewLogger(os.Stderr, o.logFormat, o.level)
+	log, err := slogtrace.NewLogger(os.Stderr, o.logFormat, o.level)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "logic:", err)
 		os.Exit(2)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchboard-io/switchboard/router/presence"
 	"github.com/switchboard-io/switchboard/router/server"
+	"github.com/switchboard-io/switchboard/router/slogtrace"
 )
 
 func main() {
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	log, err := newLogger(os.Stderr, *logFormat, *logLevel)
+	log, err := slogtrace.NewLogger(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,7 @@
-package admin
+// Package slogtrace builds Switchboard binaries' loggers: text or JSON log/slog output whose
+// records carry trace_id and span_id when logged with a context holding a span. It lives in the
+// router module because every other module that has a binary (logic, edge) already depends on it.
+package slogtrace
 
 import (
 	"context"
@@ -17,7 +20,7 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if level != "" {
 		if err := lv.UnmarshalText([]byte(level)); err != nil {
-			return nil, fmt.Errorf("admin: log level: %w", err)
+			return nil, fmt.Errorf("log level: %w", err)
 		}
 	}
 	opts := &slog.HandlerOptions{Level: lv}
@@ -28,7 +31,7 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	case "json":
 		h = slog.NewJSONHandler(w, opts)
 	default:
-		return nil, fmt.Errorf("admin: log format %q: want text or json", format)
+		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}
 	return slog.New(TraceHandler(h)), nil
 }

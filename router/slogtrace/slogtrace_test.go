@@ -1,4 +1,4 @@
-package admin_test
+package slogtrace_test
 
 import (
 	"bytes"
@@ -9,12 +9,12 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/switchboard-io/switchboard/logic/admin"
+	"github.com/switchboard-io/switchboard/router/slogtrace"
 )
 
 func TestNewLoggerJSONWithTrace(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := admin.NewLogger(&buf, "json", "info")
+	log, err := slogtrace.NewLogger(&buf, "json", "info")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestNewLoggerJSONWithTrace(t *testing.T) {
 
 func TestNewLoggerText(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := admin.NewLogger(&buf, "", "")
+	log, err := slogtrace.NewLogger(&buf, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestNewLoggerText(t *testing.T) {
 		t.Fatalf("text: %q", buf.String())
 	}
 	for _, bad := range [][2]string{{"xml", "info"}, {"json", "loud"}} {
-		if _, err := admin.NewLogger(&buf, bad[0], bad[1]); err == nil {
+		if _, err := slogtrace.NewLogger(&buf, bad[0], bad[1]); err == nil {
 			t.Errorf("NewLogger(%q, %q) accepted", bad[0], bad[1])
 		}
 	}
