@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# pulsar.sh start|stop|status — Apache Pulsar standalone (broker + one bookie, RocksDB metadata,
-# no functions worker, no stream storage) from the distribution install.sh cached in
+# pulsar.sh start|stop|restart|status — Apache Pulsar standalone (broker + one bookie, RocksDB
+# metadata, no functions worker, no stream storage) from the distribution install.sh cached in
 # $SB_CACHE_DIR. The cache is never written to: conf/ is copied to $SB_STATE_DIR/pulsar/conf and
-# every data/log path points under $SB_STATE_DIR/pulsar. data/ is wiped on every start.
+# every data/log path points under $SB_STATE_DIR/pulsar.
+#
+#   start    data/ is wiped (a fresh broker: only public/default), unless SB_PULSAR_KEEP_DATA=1:
+#            then data/ is kept and the broker comes back with its tenants, namespaces, topics,
+#            subscriptions and unacknowledged messages (after a stop or a crash: kill -9).
+#   restart  stop, then start keeping data/ (SB_PULSAR_KEEP_DATA=1 implied).
 #
 #   broker   pulsar://127.0.0.1:${SB_PULSAR_PORT:-16650}
 #   web      http://127.0.0.1:${SB_PULSAR_WEB_PORT:-18081}   (admin REST API)
@@ -27,6 +32,7 @@ readonly MATCH="-Dpulsar.log.dir=$DIR/logs" # unique to this instance's java com
 readonly START_TIMEOUT="${SB_PULSAR_START_TIMEOUT:-180}"
 readonly STOP_TIMEOUT="${SB_PULSAR_STOP_TIMEOUT:-60}"
 readonly ADMIN_URL="http://127.0.0.1:$WEB_PORT"
+KEEP_DATA="${SB_PULSAR_KEEP_DATA:-0}"
 
 admin_ready() {
   curl -sf --max-time 5 "$ADMIN_URL/admin/v2/namespaces/public" 2>/dev/null | grep -qF '"public/default"'
@@ -73,7 +79,15 @@ start() {
     port_open "$p" && die "port $p is already in use by a process this script did not start"
   done
   t0="$(now_ms)"
-  rm -rf "$DIR" && mkdir -p "$DIR/logs" "$DIR/data"
+  local wipe=(--wipe-data) redirect=">"
+  if [[ "$KEEP_DATA" == 1 ]]; then
+    [[ -d "$DIR/data/metadata" ]] || warn "SB_PULSAR_KEEP_DATA=1 but no data under $DIR/data: starting empty"
+    wipe=()
+    redirect=">>" # keep the previous run's log: it tells how the broker went down
+    mkdir -p "$DIR/logs" "$DIR/data"
+  else
+    rm -rf "$DIR" && mkdir -p "$DIR/logs" "$DIR/data"
+  fi
   prepare_conf
   (
     unset PULSAR_STANDALONE_USE_ZOOKEEPER
@@ -85,13 +99,14 @@ start() {
     # setsid: own session, so a terminal's ^C or hang-up does not reach the broker; bash writes
     # its own pid, closes inherited descriptors, then execs bin/pulsar, which execs java: the
     # pid stays the broker's.
+    if [[ "$redirect" == ">>" ]]; then exec >>"$LOGFILE"; else exec >"$LOGFILE"; fi
     setsid bash -c 'echo $$ >"$0"; '"$CLOSE_FDS"'; exec "$@"' "$PIDFILE" \
-      "$HOME_DIR/bin/pulsar" standalone -nfw -nss --wipe-data \
+      "$HOME_DIR/bin/pulsar" standalone -nfw -nss ${wipe[@]+"${wipe[@]}"} \
       --config "$CONF_DIR/standalone.conf" \
       --advertised-address 127.0.0.1 \
       --metadata-dir "$DIR/data/metadata" \
       --bookkeeper-dir "$DIR/data/bookkeeper" \
-      </dev/null >"$LOGFILE" 2>&1 &
+      </dev/null 2>&1 &
   )
   wait_until 10 "pid file $PIDFILE" test -s "$PIDFILE" || die "broker process did not start"
   pid="$(tr -dc '0-9' <"$PIDFILE")"
@@ -105,7 +120,9 @@ start() {
     die "not ready within ${START_TIMEOUT}s (see $LOGFILE)"
   fi
   port_open "$PORT" || die "admin API is up but broker port $PORT is not accepting connections"
-  log "ready on pulsar://127.0.0.1:$PORT, $ADMIN_URL (pid $pid) in $(elapsed_since "$t0")s"
+  local kept=""
+  [[ "$KEEP_DATA" == 1 ]] && kept=", data kept"
+  log "ready on pulsar://127.0.0.1:$PORT, $ADMIN_URL (pid $pid$kept) in $(elapsed_since "$t0")s"
 }
 
 stop() { stop_pidfile "$PIDFILE" "$MATCH" "pulsar standalone" "$STOP_TIMEOUT"; }
@@ -127,6 +144,7 @@ status() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) stop && KEEP_DATA=1 && start ;;
   status) status ;;
-  *) die "usage: $0 start|stop|status" ;;
+  *) die "usage: $0 start|stop|restart|status" ;;
 esac
