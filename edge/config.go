@@ -139,6 +139,10 @@ type Config struct {
 	// Publisher carries upstream envelopes to logic. Nil means client frames are not forwarded:
 	// frames with an id are answered with an ErrUnavailable error frame.
 	Publisher Publisher
+	// EventRetry is how long a connect or disconnect event the Publisher refused is retried
+	// (capped exponential backoff from 50ms to 2s) before it is dropped and counted in
+	// Stats.EventsDropped. Zero means 30s; negative means no retry.
+	EventRetry time.Duration
 	// Presence receives this edge's connections and room memberships. Nil means presence is
 	// not reported.
 	Presence Presence
@@ -248,6 +252,9 @@ func (c *Config) withDefaults() (Config, error) {
 	defi(&cfg.PresenceQueue, 65536)
 	defi(&cfg.HTTPWorkers, 64)
 	defi(&cfg.CompressionThreshold, 256)
+	if cfg.EventRetry == 0 {
+		cfg.EventRetry = 30 * time.Second
+	}
 	if cfg.WriteCoalesce < 0 {
 		cfg.WriteCoalesce = 0
 	}

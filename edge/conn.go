@@ -28,14 +28,15 @@ const (
 
 // Connection flags.
 const (
-	flagProto    uint16 = 1 << iota // the protobuf form was negotiated
-	flagWheel                       // linked into the timing wheel
-	flagPinged                      // a ping is outstanding
-	flagFailed                      // protocol failure: input is discarded until the TCP close
-	flagFrag                        // a fragmented message is being assembled
-	flagFragText                    // ... and it is a text message
-	flagDeflate                     // permessage-deflate was negotiated
-	flagFragZ                       // the fragmented message is compressed
+	flagProto     uint16 = 1 << iota // the protobuf form was negotiated
+	flagWheel                        // linked into the timing wheel
+	flagPinged                       // a ping is outstanding
+	flagFailed                       // protocol failure: input is discarded until the TCP close
+	flagFrag                         // a fragmented message is being assembled
+	flagFragText                     // ... and it is a text message
+	flagDeflate                      // permessage-deflate was negotiated
+	flagFragZ                        // the fragmented message is compressed
+	flagConnRetry                    // the upstream connect is being retried (events.go)
 )
 
 // wsConn is one client connection. It is owned by its loop's goroutine: no field may be
@@ -396,6 +397,13 @@ type pubReq struct {
 	span   trace.Span // edge.publish, when traced; ended by done
 	start  int64      // when Publish was called (unix ns)
 	doneFn func(error)
+
+	// Connect / disconnect events (events.go).
+	ev    uint8  // evConnect, evDisconnect; 0 for client frames
+	tries uint8  // retries so far
+	key   string // the Publish key
+	first int64  // first attempt (unix ns)
+	due   int64  // next attempt (unix ns), while waiting in the retrier
 }
 
 var reqPool sync.Pool
@@ -411,6 +419,7 @@ func getReq() *pubReq {
 
 func putReq(r *pubReq) {
 	r.l, r.conn, r.id, r.err, r.span, r.start = nil, 0, "", nil, nil, 0
+	r.ev, r.tries, r.key, r.first, r.due = 0, 0, "", 0, 0
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil
 	}
@@ -420,6 +429,10 @@ func putReq(r *pubReq) {
 // done is the Publisher's completion callback: the frame's ack or error goes back to the
 // connection's loop. Frames without an id that were accepted need no answer.
 func (r *pubReq) done(err error) {
+	if r.ev != 0 {
+		r.l.s.eventDone(r, err)
+		return
+	}
 	if r.start != 0 { // client frames only (not connect / disconnect events)
 		r.l.s.pubLat.observe(time.Duration(time.Now().UnixNano() - r.start))
 	}
@@ -596,11 +609,21 @@ func (l *loop) terminate(wc *wsConn, code uint16) {
 	if pub := s.cfg.Publisher; pub != nil {
 		u := protocol.Upstream{Kind: protocol.UpDisconnect, Edge: s.cfg.ID, Epoch: s.epoch.Load(), Conn: wc.id,
 			User: wc.user, CloseCode: uint32(code), TimeUnixNano: time.Now().UnixNano()}
-		req := getReq()
-		req.l = l
-		req.buf = protocol.AppendUpstream(req.buf[:0], &u)
+		req := l.eventReq(evDisconnect, wc.id, wc.user, &u)
+		if wc.flags&flagConnRetry != 0 {
+			l.deferDisconnect(req) // published once logic has the connect
+			return
+		}
 		pub.Publish(s.ctx, wc.user, req.buf, nil, req.doneFn)
 	}
+}
+
+// eventReq builds a connect or disconnect publish request.
+func (l *loop) eventReq(ev uint8, conn uint64, user string, u *protocol.Upstream) *pubReq {
+	req := getReq()
+	req.l, req.ev, req.conn, req.key, req.first = l, ev, conn, user, u.TimeUnixNano
+	req.buf = protocol.AppendUpstream(req.buf[:0], u)
+	return req
 }
 
 // open completes an upgrade: the connection gets its id, joins the indexes and is announced.
@@ -632,9 +655,7 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 	if pub := s.cfg.Publisher; pub != nil {
 		u := protocol.Upstream{Kind: protocol.UpConnect, Edge: s.cfg.ID, Epoch: s.epoch.Load(), Conn: wc.id,
 			User: user, Meta: meta, TimeUnixNano: time.Now().UnixNano()}
-		req := getReq()
-		req.l = l
-		req.buf = protocol.AppendUpstream(req.buf[:0], &u)
+		req := l.eventReq(evConnect, wc.id, user, &u)
 		pub.Publish(s.ctx, user, req.buf, nil, req.doneFn)
 	}
 	data := make([]byte, 0, 64+len(user))

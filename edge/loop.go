@@ -34,6 +34,7 @@ const (
 	tDrain
 	tCloseAll
 	tSnapshot
+	tEvent
 )
 
 // task is a unit of work handed to a loop by another goroutine.
@@ -99,6 +100,7 @@ type loop struct {
 	drainOn  bool
 	drain    drainState
 	rng      *rand.Rand
+	deferred map[uint64]*pubReq // disconnects held while their connect is retried (events.go)
 }
 
 type drainState struct {
@@ -234,6 +236,8 @@ func (l *loop) run(t *task) {
 		t.wg.Done()
 	case tSnapshot:
 		t.snap <- l.snapshot()
+	case tEvent:
+		l.connectDone(t.req)
 	}
 }
 

@@ -160,6 +160,10 @@ type Server struct {
 
 	pres *reporter
 
+	retrier       retrier // connect / disconnect events waiting for another attempt
+	eventsRetried atomic.Uint64
+	eventsDropped atomic.Uint64
+
 	srcLim *sourceLimits // nil: no per-source limits
 	trace  *tracing
 
@@ -242,7 +246,12 @@ type Stats struct {
 	// includes their clock offset), per delivery envelope.
 	DeliveryLatency Histogram
 	HSTimeouts      uint64 // connections dropped by the handshake timeout
-	Epoch           uint64 // current epoch
+	// EventsRetried counts connect / disconnect envelopes published again after the bus
+	// refused them; EventsDropped those given up after Config.EventRetry (or at shutdown):
+	// logic never saw them.
+	EventsRetried uint64
+	EventsDropped uint64
+	Epoch         uint64 // current epoch
 }
 
 // Stats returns a snapshot of the counters. Safe from any goroutine.
@@ -262,7 +271,8 @@ func (s *Server) Stats() Stats {
 		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
 		Rejected: s.rejected.Load(), Rejects: rj, HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Upgrades: s.upgrades.Load(),
-		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot()}
+		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot(),
+		EventsRetried: s.eventsRetried.Load(), EventsDropped: s.eventsDropped.Load()}
 }
 
 // sinceStartMs is the loops' clock: milliseconds since New.
@@ -307,6 +317,13 @@ func (s *Server) Run(ctx context.Context) error {
 		presWG.Add(1)
 		go func() { defer presWG.Done(); s.pres.run(presCtx) }()
 	}
+	retryCtx, retryCancel := context.WithCancel(context.Background())
+	var retryWG sync.WaitGroup
+	if s.cfg.Publisher != nil && s.cfg.EventRetry > 0 {
+		s.retrier.start()
+		retryWG.Add(1)
+		go func() { defer retryWG.Done(); s.runRetrier(retryCtx) }()
+	}
 	watchDone := make(chan struct{})
 	var watchWG sync.WaitGroup
 	watchWG.Add(1)
@@ -333,6 +350,8 @@ func (s *Server) Run(ctx context.Context) error {
 	err := gnet.Run(s, "tcp://"+s.cfg.Addr, opts...)
 	close(watchDone)
 	watchWG.Wait()
+	retryCancel()
+	retryWG.Wait()
 	presCancel()
 	presWG.Wait()
 	s.cancel()

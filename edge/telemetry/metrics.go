@@ -102,6 +102,8 @@ func registerEdge(m metric.Meter, src StatsSource) error {
 	rejects := counter("sb.edge.handshake.rejections", "Handshakes answered with an HTTP error, by status", "")
 	hsTimeouts := counter("sb.edge.handshake.timeouts", "Connections dropped by the handshake timeout", "")
 	upgrades := counter("sb.edge.handshakes", "Handshakes accepted (WebSocket connections opened)", "")
+	evRetried := counter("sb.edge.events.retried", "Connect/disconnect envelopes published again after the bus refused them", "")
+	evDropped := counter("sb.edge.events.dropped", "Connect/disconnect envelopes given up on (logic never saw them)", "")
 	for _, err := range errs {
 		if err != nil {
 			return fmt.Errorf("telemetry: instrument: %w", err)
@@ -132,8 +134,11 @@ func registerEdge(m metric.Meter, src StatsSource) error {
 		}
 		o.ObserveInt64(hsTimeouts, int64(st.HSTimeouts), only)
 		o.ObserveInt64(upgrades, int64(st.Upgrades), only)
+		o.ObserveInt64(evRetried, int64(st.EventsRetried), only)
+		o.ObserveInt64(evDropped, int64(st.EventsDropped), only)
 		return nil
-	}, conns, framesIn, published, framesOut, bytesIn, bytesOut, closes, shed, downstream, acks, pubErrs, rejects, hsTimeouts, upgrades)
+	}, conns, framesIn, published, framesOut, bytesIn, bytesOut, closes, shed, downstream, acks, pubErrs, rejects, hsTimeouts, upgrades,
+		evRetried, evDropped)
 	if err != nil {
 		return fmt.Errorf("telemetry: callback: %w", err)
 	}
