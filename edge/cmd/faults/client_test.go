@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -87,6 +88,13 @@ type chatClient struct {
 	token func(user string) string
 	hs    *handshakes
 
+	// Optional, set before start: local is the dial's source address (one loopback IP per
+	// simulated client host); onConnect runs after each welcome, before the first read (e.g.
+	// to join rooms again); onFrame sees every server frame, outside mu.
+	local     *net.TCPAddr
+	onConnect func(ws *websocket.Conn, connects int)
+	onFrame   func(f frame, now time.Time)
+
 	wmu sync.Mutex // one writer at a time (gorilla)
 
 	mu         sync.Mutex
@@ -136,10 +144,14 @@ func (cl *chatClient) loop(ctx context.Context) {
 		cl.mu.Lock()
 		cl.ws, cl.edge = ws, edge
 		cl.connects++
+		n := cl.connects
 		cl.connectAt = now
 		cl.mu.Unlock()
 		if cl.hs != nil {
 			cl.hs.add(now)
+		}
+		if cl.onConnect != nil {
+			cl.onConnect(ws, n)
 		}
 		stop := context.AfterFunc(ctx, func() { ws.Close() })
 		moved := cl.read(ws)
@@ -167,6 +179,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 func (cl *chatClient) dial(ctx context.Context) (*websocket.Conn, string, error) {
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	if cl.local != nil {
+		d.NetDialContext = (&net.Dialer{LocalAddr: cl.local, Timeout: 5 * time.Second}).DialContext
+	}
 	ws, _, err := d.DialContext(ctx, cl.url+"?token="+cl.token(cl.user), nil)
 	if err != nil {
 		return nil, "", err
@@ -206,6 +221,9 @@ func (cl *chatClient) read(ws *websocket.Conn) (moved bool) {
 		var f frame
 		if json.Unmarshal(b, &f) != nil {
 			continue
+		}
+		if cl.onFrame != nil {
+			cl.onFrame(f, now)
 		}
 		cl.mu.Lock()
 		switch f.Type {

@@ -221,6 +221,8 @@ type cluster struct {
 	routerAdm  string
 	lease      time.Duration
 	drain      time.Duration
+	edgeArgs   []string // extra flags of every edge of the cluster
+	haproxyEnv []string // extra environment of HAProxy (KEY=value)
 
 	router  *proc
 	logics  []*proc
@@ -246,6 +248,12 @@ type clusterOpts struct {
 	drain     time.Duration // edge drain window; 0 means 3s
 	pulsarURL string        // the broker; "" means SB_PULSAR_URL
 	adminURL  string        // its admin API; "" means SB_PULSAR_ADMIN_URL
+	// edgeArgs are extra flags for every edge behind HAProxy (e.g. -max-conns-per-source).
+	edgeArgs []string
+	// haproxyEnv is extra environment for HAProxy (KEY=value): the template reads its
+	// per-source limits from SB_HAPROXY_SRC_MAX_CONNS, SB_HAPROXY_SRC_CONN_RATE and
+	// SB_HAPROXY_SRC_RATE_PERIOD (defaults 1000, 1000, 10s).
+	haproxyEnv []string
 }
 
 // newCluster starts the router, two logic replicas, two edges and HAProxy, each ready.
@@ -253,12 +261,14 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	t.Helper()
 	c := &cluster{
 		t: t, dir: t.TempDir(),
-		pulsarURL: o.pulsarURL,
-		adminURL:  strings.TrimRight(o.adminURL, "/"),
-		chatRedis: need(t, "SB_REDIS_ADDR"),
-		redisAddr: o.redisAddr,
-		lease:     o.lease,
-		drain:     o.drain,
+		pulsarURL:  o.pulsarURL,
+		adminURL:   strings.TrimRight(o.adminURL, "/"),
+		chatRedis:  need(t, "SB_REDIS_ADDR"),
+		redisAddr:  o.redisAddr,
+		lease:      o.lease,
+		drain:      o.drain,
+		edgeArgs:   o.edgeArgs,
+		haproxyEnv: o.haproxyEnv,
 	}
 	if c.redisAddr == "" {
 		c.redisAddr = c.chatRedis
@@ -408,7 +418,18 @@ func (c *cluster) start(label, bin string, args ...string) *proc {
 	return startProc(c.t, c.dir, label, bin, &c.mu, &c.procs, args...)
 }
 
+// startEnv is start with extra environment (KEY=value) on top of the test's.
+func (c *cluster) startEnv(label, bin string, env []string, args ...string) *proc {
+	c.t.Helper()
+	return startProcEnv(c.t, c.dir, label, bin, env, &c.mu, &c.procs, args...)
+}
+
 func startProc(t testing.TB, dir, label, bin string, mu *sync.Mutex, list *[]*proc, args ...string) *proc {
+	t.Helper()
+	return startProcEnv(t, dir, label, bin, nil, mu, list, args...)
+}
+
+func startProcEnv(t testing.TB, dir, label, bin string, env []string, mu *sync.Mutex, list *[]*proc, args ...string) *proc {
 	t.Helper()
 	path := bin
 	if !strings.Contains(bin, "/") && binDir != "" {
@@ -426,6 +447,9 @@ func startProc(t testing.TB, dir, label, bin string, mu *sync.Mutex, list *[]*pr
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -489,14 +513,31 @@ func (c *cluster) startLogic(i int) *proc {
 
 func (c *cluster) startEdge(id, addr string) *proc {
 	c.t.Helper()
+	return c.startEdgeArgs(id, addr, c.edgeArgs...)
+}
+
+// startEdgeArgs starts an edge with extra flags (after the harness's, so they win).
+func (c *cluster) startEdgeArgs(id, addr string, extra ...string) *proc {
+	c.t.Helper()
 	bin := "edge"
 	if p := os.Getenv("FAULTS_EDGE_BIN"); p != "" {
 		bin = p // a changed edge binary to try against these faults
 	}
-	return c.start(id, bin, "-id", id, "-addr", addr, "-loops", "1",
+	args := []string{"-id", id, "-addr", addr, "-loops", "1",
 		"-pulsar", c.pulsarURL, "-namespace", c.ns, "-router", c.routerAddr,
 		"-jwt-secret-file", c.secretFile, "-dev-tokens",
-		"-lease", c.lease.String(), "-drain", c.drain.String(), "-move-jitter", "500ms")
+		"-lease", c.lease.String(), "-drain", c.drain.String(), "-move-jitter", "500ms"}
+	return c.start(id, bin, append(args, extra...)...)
+}
+
+// startDirectEdge starts one more edge of the cluster with extra flags, NOT behind HAProxy
+// (clients dial its address directly), and waits until it is ready.
+func (c *cluster) startDirectEdge(name string, extra ...string) *edgeProc {
+	c.t.Helper()
+	e := &edgeProc{id: name + "-" + strings.TrimPrefix(c.users, "fz"), addr: freePort(c.t)}
+	e.proc = c.startEdgeArgs(e.id, e.addr, extra...)
+	c.waitReady(e.proc, "http://"+e.addr+"/healthz")
+	return e
 }
 
 // restartEdge starts edge i again with the same id and address and waits until it is ready
@@ -552,10 +593,12 @@ func (c *cluster) startHAProxy() {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("haproxy", "-c", "-q", "-f", path).CombinedOutput(); err != nil {
+	check := exec.Command("haproxy", "-c", "-q", "-f", path)
+	check.Env = append(os.Environ(), c.haproxyEnv...)
+	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("haproxy rejected the config: %v\n%s", err, out)
 	}
-	c.haproxy = c.start("haproxy", "haproxy", "-db", "-f", path)
+	c.haproxy = c.startEnv("haproxy", "haproxy", c.haproxyEnv, "-db", "-f", path)
 	c.waitReady(c.haproxy, "http://"+c.stats+"/healthz")
 	eventually(t, 30*time.Second, "both edges UP in HAProxy", func() bool {
 		up := c.backendUp()

@@ -4,6 +4,7 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -62,14 +63,22 @@ func (c *cluster) presenceWhole(users []string, live map[string]bool) bool {
 	return true
 }
 
-// TestEdgeKill9 kills an edge with SIGKILL under chat load. Its clients reconnect through
-// HAProxy to the other edge, the router drops the dead edge's presence at once when its lease
-// lapses, every user is then online exactly once, and after chat.sync no acked message is lost.
+// TestEdgeKill9 kills an edge with SIGKILL under chat and danmaku load. Its clients reconnect
+// through HAProxy to the other edge, the router drops the dead edge's presence at once when its
+// lease lapses, every user is then online exactly once, and after chat.sync no acked message is
+// lost. Danmaku (best-effort live comments, DESIGN.md): the room's members on the surviving edge
+// keep receiving without a long gap, the killed edge's members rejoin the room through HAProxy
+// and receive again within the reconnect bound, and every danmaku.send on a connection that
+// stayed up is answered (its echo or an error frame) — none is left unanswered.
 func TestEdgeKill9(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	l := startLoad(t, c, pairs)
 	l.send(rate)
 	l.warm(warmup)
+	d := startDanmaku(t, c, dmMembers, l.hs)
+	d.publish(dmPubsPerEdge, dmRate, dmWarmDeliverys)
+	warmAt := time.Now()
+	time.Sleep(dmSteady) // both loads steady on both edges: the baseline of the figures
 
 	perEdge := map[string][]*chatClient{}
 	for _, cl := range l.clients {
@@ -91,6 +100,16 @@ func TestEdgeKill9(t *testing.T) {
 		before[cl] = n
 	}
 	users := l.users()
+	dmByEdge := d.byEdge()
+	dmVictims, dmSurvivors := dmByEdge[victim.id], dmByEdge[survivor.id]
+	if len(dmVictims) == 0 || len(dmSurvivors) == 0 {
+		t.Fatalf("danmaku members not on both edges: %d on %s, %d on %s", len(dmVictims), victim.id, len(dmSurvivors), survivor.id)
+	}
+	dmBefore := map[*dmMember]int{}
+	for _, m := range dmVictims {
+		_, n, _ := m.cl.state()
+		dmBefore[m] = n
+	}
 
 	killed := time.Now()
 	victim.kill9(t)
@@ -146,18 +165,88 @@ func TestEdgeKill9(t *testing.T) {
 	})
 	wholeAt := time.Since(killed)
 
+	// Danmaku: every member of the killed edge is back in the room on the survivor and has
+	// received a danmaku on its new connection.
+	var dmRejoin, dmAgain time.Duration
+	eventually(t, 20*time.Second, "the killed edge's danmaku members rejoined and receiving", func() bool {
+		dmRejoin, dmAgain = 0, 0
+		for _, m := range dmVictims {
+			e, conn, ok := m.cl.state()
+			if !ok || conn == dmBefore[m] || e != survivor.id {
+				return false
+			}
+			var joinedAt time.Time
+			for n := dmBefore[m] + 1; n <= conn && joinedAt.IsZero(); n++ {
+				joinedAt, _ = m.joined(n)
+			}
+			if joinedAt.IsZero() {
+				return false
+			}
+			var again time.Time
+			for _, r := range m.received() {
+				if r.conn > dmBefore[m] {
+					again = r.at
+					break
+				}
+			}
+			if again.IsZero() {
+				return false
+			}
+			dmRejoin = max(dmRejoin, joinedAt.Sub(killed))
+			dmAgain = max(dmAgain, again.Sub(killed))
+		}
+		return true
+	})
+	backAt := killed.Add(dmAgain)
+
 	// Keep the load running on one edge a little, then check nothing acked was lost.
-	time.Sleep(time.Second)
+	time.Sleep(dmSteady)
+	d.stopPublishing()
+	stopAt := time.Now()
+	var ps pubStats
+	eventually(t, 20*time.Second, "every danmaku.send on a live connection answered", func() bool {
+		ps = d.pubStats()
+		return ps.unanswered == 0
+	})
 	r := l.verify(syncWait)
-	t.Logf("FAULT edge-kill9: %d clients, %d on the killed edge; all reconnected via HAProxy to %s in %v; router dropped the dead edge's presence in %v (lease %v, bound %v); every user online exactly once after %v; peak reconnect handshakes %d/s; %s",
+
+	var gapBefore, gapSurvivors time.Duration
+	for _, m := range d.members {
+		gapBefore = max(gapBefore, maxGap(m.received(), warmAt, killed))
+	}
+	for _, m := range dmSurvivors {
+		gapSurvivors = max(gapSurvivors, maxGap(m.received(), killed, stopAt))
+	}
+	covGot, covWant := d.coverage(dmSurvivors, killed, stopAt.Add(-500*time.Millisecond))
+	dmPre, dmDuring, dmPost := d.deliveries(d.startTx, killed), d.deliveries(killed, backAt), d.deliveries(backAt, stopAt)
+	perSec := func(n int, from, to time.Time) float64 { return float64(n) / max(to.Sub(from).Seconds(), 0.001) }
+	dmLine := fmt.Sprintf("danmaku: %d members (%d on the killed edge), %d publishers × %.1f/s; delivered before/during/after the kill %d/%d/%d (%.0f/%.0f/%.0f per s; during = kill → every killed-edge member receiving again); max gap on the surviving edge %v (before the kill, all members: %v); survivors got %d/%d of the echoed danmaku sent after the kill; killed-edge members rejoined the room in %v, received again %v after the kill; %s",
+		len(d.members), len(dmVictims), len(d.pubs), dmRate, dmPre, dmDuring, dmPost,
+		perSec(dmPre, d.startTx, killed), perSec(dmDuring, killed, backAt), perSec(dmPost, backAt, stopAt),
+		gapSurvivors.Round(time.Millisecond), gapBefore.Round(time.Millisecond), covGot, covWant,
+		dmRejoin.Round(time.Millisecond), dmAgain.Round(time.Millisecond), ps)
+	t.Logf("FAULT edge-kill9: %d clients, %d on the killed edge; all reconnected via HAProxy to %s in %v; router dropped the dead edge's presence in %v (lease %v, bound %v); every user online exactly once after %v; peak reconnect handshakes %d/s; %s; %s",
 		len(l.clients), len(victims), survivor.id, reconnected.Round(time.Millisecond), dropped.Round(time.Millisecond),
-		c.lease, leaseBound, wholeAt.Round(time.Millisecond), l.hs.peak(killed, time.Second), r)
+		c.lease, leaseBound, wholeAt.Round(time.Millisecond), l.hs.peak(killed, time.Second), r, dmLine)
 	if r.lost != 0 || r.dups != 0 {
 		t.Errorf("acked chat messages lost=%d duplicated=%d", r.lost, r.dups)
 	}
 	if r.acked == 0 {
 		t.Error("no message was acked")
 	}
+	if gapSurvivors > dmMaxGap {
+		t.Errorf("a danmaku member on the surviving edge received nothing for %v during the kill (bound %v)", gapSurvivors, dmMaxGap)
+	}
+	if dmAgain > 10*time.Second {
+		t.Errorf("the killed edge's danmaku members received again only %v after the kill, beyond 10s", dmAgain)
+	}
+	if ps.echoed == 0 || dmPost == 0 {
+		t.Errorf("danmaku not flowing after the kill: %s, %d delivered after", ps, dmPost)
+	}
+	if covWant == 0 || float64(covGot) < dmMinCoverage*float64(covWant) {
+		t.Errorf("the surviving edge's members got %d/%d of the danmaku echoed after the kill (want ≥ %.0f %%)", covGot, covWant, 100*dmMinCoverage)
+	}
+	c.noPanics(t)
 }
 
 // TestLogicKill9 kills one of two logic replicas with SIGKILL under chat load: no acked frame is
