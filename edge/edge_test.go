@@ -174,31 +174,53 @@ func TestBadFrameErrorThen4000(t *testing.T) {
 	}
 }
 
-// TestWriteCoalescing: deliveries for one connection within WriteCoalesce leave in one write.
+// TestWriteCoalescing: room chatter within WriteCoalesce of the last flush leaves in one write
+// per connection; the first after a quiet interval, and chat to users, go at once.
 func TestWriteCoalescing(t *testing.T) {
 	cfg := testConfig()
 	cfg.WriteCoalesce = 300 * time.Millisecond
 	s, l := newFakeLoop(t, cfg)
 	defer s.cancel()
-	_, fc := fakeOpen(l, "u", true)
+	wc, fc := fakeOpen(l, "u", true)
+	l.join(wc, "r")
+	written := func(want uint64) func() error {
+		return func() error {
+			if n := s.Stats().Written; n != want {
+				return fmt.Errorf("written %d frames, want %d", n, want)
+			}
+			return nil
+		}
+	}
 	before := fc.writes.Load()
 	for i := 0; i < 5; i++ {
-		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"u"}, Frame: deliver("d", fmt.Sprintf(`{"i":%d}`, i))}
+		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetRoom, Room: "r", Frame: deliver("d", fmt.Sprintf(`{"i":%d}`, i))}
 		if err := s.Dispatch(d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 5*time.Second, func() error {
-		if fc.writes.Load() == before {
-			return errors.New("nothing written")
-		}
-		return nil
-	})
-	if got := fc.writes.Load() - before; got != 1 {
-		t.Fatalf("%d writes for 5 coalesced deliveries, want 1", got)
+	checkFor(t, 5*time.Second, written(5))
+	// The first went at once (nothing was flushed before), the other four together.
+	if got := fc.writes.Load() - before; got != 2 {
+		t.Fatalf("%d writes for 5 room deliveries, want 2", got)
 	}
-	if st := s.Stats(); st.Written != 5 {
-		t.Fatalf("written %d frames, want 5", st.Written)
+	// Chat to a user does not wait for held chatter: it is its own write, the three held
+	// room deliveries leave together.
+	for i := 0; i < 3; i++ {
+		d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetRoom, Room: "r", Frame: deliver("d", `{}`)}
+		if err := s.Dispatch(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: []string{"u"}, Frame: deliver("chat", `{}`)}
+	if err := s.Dispatch(d); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, written(9))
+	if got := fc.writes.Load() - before; got != 4 {
+		t.Fatalf("%d writes for 9 deliveries, want 4 (1 + 4 held, chat, 3 held)", got)
+	}
+	if h := s.Stats().FanoutLatency; h.Count == 0 {
+		t.Fatal("no fanout latency observed")
 	}
 }
 

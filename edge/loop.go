@@ -45,6 +45,7 @@ type task struct {
 	frames *encoded
 	req    *pubReq
 	ft     *fanoutTrace // the delivery's span, when traced
+	at     int64        // tDeliver: when Dispatch handed it over (Server.sinceStartNs)
 	wg     *sync.WaitGroup
 	snap   chan<- snapshot
 }
@@ -70,7 +71,11 @@ type loop struct {
 	mu        sync.Mutex
 	queue     []task
 	scheduled bool
-	timer     *time.Timer // WriteCoalesce > 0: delays the drain of the queue
+	timer     *time.Timer // WriteCoalesce > 0: runs runHeld when held chatter is due
+	held      []task      // room chatter waiting for WriteCoalesce
+	heldSpare []task
+	armed     bool  // runHeld is scheduled (timer or Execute)
+	lastFlush int64 // when held room chatter was last flushed (Server.sinceStartNs)
 
 	// Owned by the loop goroutine.
 	traced   []*fanoutTrace // fanout spans delivered this turn, ended after flush
@@ -100,6 +105,7 @@ type loop struct {
 	drainOn  bool
 	drain    drainState
 	rng      *rand.Rand
+	fanAt    []int64            // dispatch times of the deliveries run this turn
 	deferred map[uint64]*pubReq // disconnects held while their connect is retried (events.go)
 }
 
@@ -128,7 +134,8 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	l.wheel = make([]*wsConn, max(l.ticks.idle, l.ticks.hs, l.ticks.close, l.ticks.ping)+2)
 	l.initUpgrader()
 	if s.cfg.WriteCoalesce > 0 {
-		l.timer = time.AfterFunc(time.Hour, l.execute)
+		l.lastFlush = -int64(s.cfg.WriteCoalesce) // nothing flushed yet: the first goes at once
+		l.timer = time.AfterFunc(time.Hour, func() { l.fire() })
 		l.timer.Stop()
 	}
 	return l
@@ -136,7 +143,16 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 
 // enqueue hands t to the loop. Safe from any goroutine. It reports false when the engine no
 // longer runs tasks.
+//
+// With WriteCoalesce, room chatter (see holdable) is paced like Nagle's algorithm in time: the
+// first after a quiet WriteCoalesce goes at once; those that follow within WriteCoalesce of
+// the loop's last flush of chatter are held (in their own queue, in order) until then, so
+// that a connection gets one writev of several frames instead of one write per frame. Other
+// tasks (acks, chat, echoes, joins) run at once and never wait for held chatter.
 func (l *loop) enqueue(t task) bool {
+	if l.timer != nil && t.kind == tDeliver && holdable(t.d) {
+		return l.hold(t)
+	}
 	l.mu.Lock()
 	l.queue = append(l.queue, t)
 	if l.scheduled {
@@ -145,14 +161,63 @@ func (l *loop) enqueue(t task) bool {
 	}
 	l.scheduled = true
 	l.mu.Unlock()
-	if l.timer != nil && t.kind == tDeliver {
-		l.timer.Reset(l.s.cfg.WriteCoalesce)
-		return true
-	}
 	return l.execute0()
 }
 
-func (l *loop) execute() { l.execute0() }
+// holdable reports whether a delivery may wait for WriteCoalesce: ordinary chatter
+// (protocol.PriorityNormal) to a room or to everyone. Chat to users or connections, echoes,
+// paid, moderator and system deliveries never wait.
+func holdable(d *protocol.Downstream) bool {
+	return d.Priority.Sheddable() && (d.Target == protocol.TargetRoom || d.Target == protocol.TargetAll)
+}
+
+// hold queues room chatter and makes sure runHeld runs when it is due.
+func (l *loop) hold(t task) bool {
+	l.mu.Lock()
+	l.held = append(l.held, t)
+	if l.armed {
+		l.mu.Unlock()
+		return true
+	}
+	l.armed = true
+	if wait := l.lastFlush + int64(l.s.cfg.WriteCoalesce) - l.s.sinceStartNs(); wait > 0 {
+		l.timer.Reset(time.Duration(wait))
+		l.mu.Unlock()
+		return true
+	}
+	l.mu.Unlock()
+	return l.fire()
+}
+
+// fire schedules runHeld on the loop (the timer's function).
+func (l *loop) fire() bool {
+	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.runHeld)); err != nil {
+		l.mu.Lock()
+		clear(l.held)
+		l.held = l.held[:0]
+		l.armed = false
+		l.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// runHeld delivers the held room chatter and flushes: one write per connection.
+func (l *loop) runHeld(context.Context) error {
+	l.mu.Lock()
+	q := l.held
+	l.held = l.heldSpare[:0]
+	l.armed = false
+	l.lastFlush = l.s.sinceStartNs()
+	l.mu.Unlock()
+	for i := range q {
+		l.run(&q[i])
+		q[i] = task{}
+	}
+	l.heldSpare = q[:0]
+	l.afterRun()
+	return nil
+}
 
 func (l *loop) execute0() bool {
 	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.runTasks)); err != nil {
@@ -177,7 +242,21 @@ func (l *loop) runTasks(context.Context) error {
 		q[i] = task{}
 	}
 	l.spare = q[:0]
+	l.afterRun()
+	return nil
+}
+
+// afterRun flushes the turn's writes, then records the fanout latencies and ends the spans
+// they cover.
+func (l *loop) afterRun() {
 	l.flush()
+	if len(l.fanAt) > 0 {
+		now := l.s.sinceStartNs()
+		for _, at := range l.fanAt {
+			l.s.fanLat.observe(time.Duration(now - at))
+		}
+		l.fanAt = l.fanAt[:0]
+	}
 	if len(l.traced) > 0 {
 		// The fanout spans end after the socket writes they cover.
 		for i, ft := range l.traced {
@@ -186,13 +265,15 @@ func (l *loop) runTasks(context.Context) error {
 		}
 		l.traced, l.tracedN = l.traced[:0], l.tracedN[:0]
 	}
-	return nil
 }
 
 func (l *loop) run(t *task) {
 	switch t.kind {
 	case tDeliver:
 		n := l.deliver(t)
+		if t.d.Target == protocol.TargetRoom || t.d.Target == protocol.TargetAll {
+			l.fanAt = append(l.fanAt, t.at)
+		}
 		if t.ft != nil {
 			l.traced = append(l.traced, t.ft)
 			l.tracedN = append(l.tracedN, int32(n))

@@ -150,6 +150,7 @@ type Server struct {
 	upgrades   atomic.Uint64
 	pubLat     latencyHist // Publish → its completion
 	delivLat   latencyHist // origin edge's receive of the client frame → this edge's fanout
+	fanLat     latencyHist // Dispatch → a loop's last socket write of a room delivery
 
 	httpSem chan struct{}
 	httpWG  sync.WaitGroup
@@ -245,7 +246,11 @@ type Stats struct {
 	// this edge's fanout of a delivery it caused (Downstream.TimeUnixNano; across hosts it
 	// includes their clock offset), per delivery envelope.
 	DeliveryLatency Histogram
-	HSTimeouts      uint64 // connections dropped by the handshake timeout
+	// FanoutLatency is the time from Dispatch (HandleDownstream) to a loop's last socket write
+	// of a delivery to a room (or to everyone), per delivery and loop: the edge's own share of a delivery's latency,
+	// including the WriteCoalesce hold and the wait behind other work on the loop.
+	FanoutLatency Histogram
+	HSTimeouts    uint64 // connections dropped by the handshake timeout
 	// EventsRetried counts connect / disconnect envelopes published again after the bus
 	// refused them; EventsDropped those given up after Config.EventRetry (or at shutdown):
 	// logic never saw them.
@@ -271,9 +276,12 @@ func (s *Server) Stats() Stats {
 		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
 		Rejected: s.rejected.Load(), Rejects: rj, HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Upgrades: s.upgrades.Load(),
-		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot(),
+		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot(), FanoutLatency: s.fanLat.snapshot(),
 		EventsRetried: s.eventsRetried.Load(), EventsDropped: s.eventsDropped.Load()}
 }
+
+// sinceStartNs is a monotonic clock: nanoseconds since New.
+func (s *Server) sinceStartNs() int64 { return int64(time.Since(s.start)) }
 
 // sinceStartMs is the loops' clock: milliseconds since New.
 func (s *Server) sinceStartMs() uint32 { return uint32(time.Since(s.start) / time.Millisecond) }
@@ -591,6 +599,7 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 	switch d.Kind {
 	case protocol.DownDeliver:
 		t.kind = tDeliver
+		t.at = s.sinceStartNs()
 		t.frames = s.encodeDelivery(&d.Frame)
 		if d.TimeUnixNano > 0 {
 			s.delivLat.observe(time.Duration(time.Now().UnixNano() - d.TimeUnixNano))

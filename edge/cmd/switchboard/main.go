@@ -13,11 +13,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/switchboard-io/switchboard/edge"
@@ -37,6 +39,7 @@ type options struct {
 	id     string
 	loops  int
 	drain  time.Duration
+	pace   time.Duration
 	pprof  bool
 	logLvl slog.Level
 }
@@ -49,6 +52,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.id, "id", "embedded", "edge id")
 	fs.IntVar(&o.loops, "loops", 0, "edge event loops (0: one per CPU)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Second, "on SIGINT/SIGTERM, span over which clients are told to move")
+	fs.DurationVar(&o.pace, "coalesce", 200*time.Millisecond, "room chatter (ordinary danmaku) to a connection is written at most once per this interval, several frames in one writev; a lone message goes at once (0: one write per frame)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ and the edge's counters as JSON at /debug/edge")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := cli.Parse(fs, args); err != nil {
 		return o, err
@@ -107,12 +112,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DrainWindow:     o.drain,
 		MoveJitter:      o.drain,
 		DrainGrace:      time.Second,
+		WriteCoalesce:   o.pace,
 		Logger:          log.With("component", "edge"),
 	})
 	if err != nil {
 		return err
 	}
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
+	if o.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/edge", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(srv.Stats())
+		})
+	}
 	// Closed after Shutdown: deliveries keep reaching the edge's clients during the drain.
 	ds, err := cli.Subscribe(b, srv, "", log)
 	if err != nil {
