@@ -6,8 +6,9 @@
 //
 // An edge publishes every client frame as a protocol.Upstream envelope on the upstream topic,
 // keyed by user id. Every logic replica consumes that topic through one Key_Shared subscription
-// (Config.Subscription), with Config.Consumers consumers per replica: replicas share the load
-// while one user's frames are handled one at a time, in order. For each envelope the runtime
+// (Config.Subscription), with Config.Consumers consumers per replica, each handling up to
+// Config.Concurrency frames of different users at once: replicas share the load while one
+// user's frames are handled one at a time, in order. For each envelope the runtime
 //
 //  1. decodes it (an undecodable envelope is dropped and counted: redelivery cannot fix it);
 //  2. runs the connect hooks (UpConnect), the disconnect hooks (UpDisconnect), or the handler

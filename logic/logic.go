@@ -65,11 +65,15 @@ type Config struct {
 	// Subscription is the name of the Key_Shared subscription logic replicas share on the
 	// upstream topic. Zero means "sb-logic".
 	Subscription string
-	// Consumers is how many consumers this replica opens on the subscription: the number of
-	// frames it handles in parallel (each user's frames stay in order). A frame holds its
-	// consumer until its deliveries are accepted by the broker (a few ms), so this bounds a
-	// replica's throughput (TestPulsarThroughput). Zero means 16.
+	// Consumers is how many consumers this replica opens on the subscription. Zero means 4.
 	Consumers int
+	// Concurrency is how many frames each consumer handles at once (bus.SubOptions.Concurrency):
+	// a user's frames stay one at a time and in order, other users' frames run alongside. A
+	// frame holds its slot while its handler waits on the network (a store, presence) and until
+	// its deliveries are accepted by the broker, so Consumers × Concurrency bounds a replica's
+	// frames in flight, and with it its throughput: a slot turns over ~50–100 times a second on
+	// a loaded box (TestPulsarThroughput). Zero means 64.
+	Concurrency int
 	// HandlerTimeout bounds one event's handling including its publishes. Zero means 10s.
 	HandlerTimeout time.Duration
 	// MaxRedeliveries is how often a transiently failing frame is redelivered before the client
@@ -88,14 +92,17 @@ func (c *Config) fill() error {
 	if c.Bus == nil || c.Presence == nil {
 		return errors.New("logic: config: Bus and Presence are required")
 	}
-	if c.Consumers < 0 || c.HandlerTimeout < 0 || c.MaxRedeliveries < 0 || c.NackDelay < 0 {
+	if c.Consumers < 0 || c.Concurrency < 0 || c.HandlerTimeout < 0 || c.MaxRedeliveries < 0 || c.NackDelay < 0 {
 		return errors.New("logic: config: negative value")
 	}
 	if c.Subscription == "" {
 		c.Subscription = "sb-logic"
 	}
 	if c.Consumers == 0 {
-		c.Consumers = 16
+		c.Consumers = 4
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 10 * time.Second
@@ -279,7 +286,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for len(subs) < r.cfg.Consumers {
 		s, err := r.cfg.Bus.Subscribe(ctx, topic, r.cfg.Subscription,
-			bus.SubOptions{Mode: bus.KeyShared, NackDelay: r.cfg.NackDelay}, r.handle)
+			bus.SubOptions{Mode: bus.KeyShared, NackDelay: r.cfg.NackDelay, Concurrency: r.cfg.Concurrency}, r.handle)
 		if err == nil {
 			subs = append(subs, s)
 			continue

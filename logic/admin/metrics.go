@@ -41,6 +41,9 @@ var _ StatsSource = (*logic.Runtime)(nil)
 //	sb_logic_handler_duration_seconds     histogram {type, outcome=ok|error|transient}
 //	sb_logic_redeliveries_total           {type}: frames handled again after a nack
 //	sb_logic_bus_publish_duration_seconds {result}: see InstrumentBus
+//	sb_logic_upstream_lag_seconds         histogram: the edge's receive of a frame → its handler
+//	                                      starting here (edge publish, broker, dispatch, queueing;
+//	                                      across machines it includes their clock offset)
 //
 // The handler series come from Middleware, which the runtime must be configured with; the
 // type label is the frame's type for routed types and "unknown" otherwise (clients cannot
@@ -52,6 +55,7 @@ type Metrics struct {
 	redeliv   metric.Int64Counter
 	publish   metric.Float64Histogram
 	publishOK metric.RecordOption
+	lag       metric.Float64Histogram
 	src       atomic.Pointer[sourceRef]
 
 	unknown *typeAttrs   // unrouted types
@@ -124,6 +128,12 @@ func NewMetrics() (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: instrument: %w", err)
 	}
+	x.lag, err = m.Float64Histogram("sb.logic.upstream.lag", metric.WithUnit("s"),
+		metric.WithDescription("From the edge's receive of a client frame to its handler starting in logic"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	if err != nil {
+		return nil, fmt.Errorf("admin: instrument: %w", err)
+	}
 	x.publishOK = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
 	if err := x.registerStats(m); err != nil {
 		return nil, err
@@ -150,6 +160,9 @@ func (x *Metrics) Middleware() logic.Middleware {
 	return func(next logic.Handler) logic.Handler {
 		return func(ctx context.Context, c *logic.Context) error {
 			start := time.Now()
+			if !c.ReceivedAt.IsZero() {
+				x.lag.Record(ctx, max(0, start.Sub(c.ReceivedAt).Seconds()))
+			}
 			err := next(ctx, c)
 			d := time.Since(start)
 			var a *typeAttrs

@@ -109,8 +109,9 @@ const (
 	Failover
 )
 
-// Handler handles one delivery. It is called from the subscription's goroutine(s): for one
-// key, never concurrently and in order. nil acknowledges; an error nacks (redelivery).
+// Handler handles one delivery. It is called from the subscription's goroutine(s) (several with
+// SubOptions.Concurrency): for one key, never concurrently and in order. nil acknowledges; an
+// error nacks (redelivery).
 type Handler func(ctx context.Context, d *Delivery) error
 
 // SubOptions configures Subscribe.
@@ -126,6 +127,13 @@ type SubOptions struct {
 	// life starts at FromLatest's position. Zero (false) means durable: the subscription's
 	// cursor survives its consumers, and a later Subscribe resumes where it stopped.
 	Ephemeral bool
+	// Concurrency is how many handlers this consumer may run at once, for different keys: a
+	// key's messages still go to one handler at a time, in order (a key is pinned to one of
+	// Concurrency goroutines, so keys sharing a goroutine wait for each other). A handler that
+	// waits on the network (a store, the broker's confirmation of its own publishes) then no
+	// longer holds up every other key of the consumer. Zero or one: one handler at a time, on
+	// the consumer's goroutine.
+	Concurrency int
 }
 
 // Subscription is one live consumer of a subscription; Close stops it (its unacked messages

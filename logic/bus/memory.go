@@ -166,7 +166,8 @@ func (b *Memory) topic(name string) *memTopic {
 
 // Subscribe implements Bus. Calling it several times with the same sub adds consumers to one
 // subscription (KeyShared spreads keys across them; Failover keeps the others standby;
-// Exclusive refuses a second consumer). The handler runs on the consumer's own goroutine.
+// Exclusive refuses a second consumer). The handler runs on the consumer's own goroutine, or
+// with SubOptions.Concurrency on that many, a key's entries on one of them in order.
 func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptions, h Handler) (Subscription, error) {
 	if topic == "" || sub == "" || h == nil {
 		return nil, errors.New("bus: subscribe: empty topic, subscription or nil handler")
@@ -213,7 +214,7 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	c := &memConsumer{s: s, h: h, ctx: cctx, cancel: cancel, unacked: make(map[*entry]struct{}),
-		wake: make(chan struct{}, 1), exited: make(chan struct{})}
+		wake: make(chan struct{}, 1), exited: make(chan struct{}), concurrency: opts.Concurrency}
 	s.consumers = append(s.consumers, c)
 	go c.run()
 	if len(s.consumers) == 1 {
@@ -474,6 +475,8 @@ type memConsumer struct {
 	wake   chan struct{} // capacity 1: "queue may be non-empty"
 	exited chan struct{} // closed when run returns
 
+	concurrency int // SubOptions.Concurrency
+
 	pending []*entry            // assigned, waiting for room under ReceiverQueue; guarded by s.mu
 	queue   []*entry            // dispatched, not yet handed to h; guarded by s.mu
 	unacked map[*entry]struct{} // dispatched and neither acked nor nacked; guarded by s.mu
@@ -485,6 +488,11 @@ type memConsumer struct {
 func (c *memConsumer) run() {
 	defer close(c.exited)
 	s := c.s
+	var pool *keyedPool
+	if c.concurrency > 1 {
+		pool = newKeyedPool(c.concurrency, poolDepth(s.t.b.cfg.ReceiverQueue, c.concurrency))
+		defer pool.stop() // workers skip what is still queued: it stays unacked, close requeues it
+	}
 	for {
 		s.mu.Lock()
 		var e *entry
@@ -502,18 +510,34 @@ func (c *memConsumer) run() {
 				return
 			}
 		}
-		if c.ctx.Err() != nil {
-			return // e stays unacked: close requeues it
+		if pool == nil {
+			if !c.handle(e) {
+				return
+			}
+			continue
 		}
-		m := copyMessage(e.msg.m)
-		d := &Delivery{Message: m, Topic: s.t.name, ID: strconv.FormatUint(e.msg.seq, 10),
-			Redeliveries: e.redeliveries, PublishTime: e.msg.at}
-		err := c.h(extractTrace(c.ctx, d.Props), d)
-		if err != nil && c.ctx.Err() != nil {
-			return // failed because the consumer is closing: close redelivers e at once, not after the NackDelay
+		if !pool.submit(c.ctx, e.msg.m.Key, func() { c.handle(e) }) {
+			return
 		}
-		s.settle(c, e, err)
 	}
+}
+
+// handle runs the handler on e and settles it. It returns false when c is closing (e then
+// stays unacked: close requeues it at once, not after the NackDelay).
+func (c *memConsumer) handle(e *entry) bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	s := c.s
+	m := copyMessage(e.msg.m)
+	d := &Delivery{Message: m, Topic: s.t.name, ID: strconv.FormatUint(e.msg.seq, 10),
+		Redeliveries: e.redeliveries, PublishTime: e.msg.at}
+	err := c.h(extractTrace(c.ctx, d.Props), d)
+	if err != nil && c.ctx.Err() != nil {
+		return false
+	}
+	s.settle(c, e, err)
+	return true
 }
 
 // close stops c: cancels its handler's ctx, waits for the handler to return, and hands c's

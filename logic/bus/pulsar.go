@@ -305,7 +305,8 @@ func (b *Pulsar) mapErr(ctx context.Context, err error) error {
 }
 
 // Subscribe implements Bus. It blocks until the broker created the consumer (bounded by
-// OperationTimeout). Handlers run on one goroutine per Subscription, in delivery order.
+// OperationTimeout). Handlers run on one goroutine per Subscription, in delivery order, or with
+// SubOptions.Concurrency on that many, a key's messages on one of them in delivery order.
 func (b *Pulsar) Subscribe(ctx context.Context, topic, sub string, opts SubOptions, h Handler) (Subscription, error) {
 	if topic == "" || sub == "" || h == nil {
 		return nil, errors.New("bus: subscribe: empty topic, subscription or nil handler")
@@ -356,7 +357,8 @@ func (b *Pulsar) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 		return nil, fmt.Errorf("%w: subscribe %s/%s: %w", ErrUnavailable, topic, sub, err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c := &pulsarConsumer{b: b, c: pc, topic: topic, h: h, ctx: cctx, cancel: cancel, exited: make(chan struct{})}
+	c := &pulsarConsumer{b: b, c: pc, topic: topic, h: h, ctx: cctx, cancel: cancel, exited: make(chan struct{}),
+		concurrency: opts.Concurrency}
 	b.mu.Lock()
 	b.subs[c] = struct{}{}
 	c.stopAfter = context.AfterFunc(ctx, c.close)
@@ -422,34 +424,59 @@ type pulsarConsumer struct {
 	cancel context.CancelFunc
 	exited chan struct{}
 
+	concurrency int // SubOptions.Concurrency
+
 	stopAfter func() bool // stops the AfterFunc watching the Subscribe ctx; guarded by b.mu
 	closeOnce sync.Once
 }
 
 func (c *pulsarConsumer) run() {
 	defer close(c.exited)
+	var pool *keyedPool
+	if c.concurrency > 1 {
+		pool = newKeyedPool(c.concurrency, poolDepth(c.b.cfg.ReceiverQueue, c.concurrency))
+		defer pool.stop() // workers skip what is still queued: it stays unacked, the broker redelivers it
+	}
 	for {
 		msg, err := c.c.Receive(c.ctx)
 		if err != nil {
 			return // ctx ended, or the consumer was closed under us
 		}
-		d := &Delivery{
-			Message:      Message{Key: msg.Key(), Payload: msg.Payload(), Props: msg.Properties()},
-			Topic:        c.topic,
-			ID:           msgID(msg.ID()),
-			Redeliveries: int(msg.RedeliveryCount()),
-			PublishTime:  msg.PublishTime(),
+		if pool == nil {
+			if !c.handle(msg) {
+				return
+			}
+			continue
 		}
-		herr := c.h(extractTrace(c.ctx, d.Props), d)
-		switch {
-		case herr == nil:
-			_ = c.c.Ack(msg) // fails only if the consumer is closed: the broker redelivers
-		case c.ctx.Err() != nil:
-			return // closing: leave it unacknowledged, the broker redelivers it at once
-		default:
-			c.c.Nack(msg)
+		if !pool.submit(c.ctx, msg.Key(), func() { c.handle(msg) }) {
+			return
 		}
 	}
+}
+
+// handle runs the handler on msg and acks or nacks it. It returns false when the consumer is
+// closing (msg is then left unacknowledged: the broker redelivers it at once).
+func (c *pulsarConsumer) handle(msg pulsar.Message) bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	d := &Delivery{
+		Message:      Message{Key: msg.Key(), Payload: msg.Payload(), Props: msg.Properties()},
+		Topic:        c.topic,
+		ID:           msgID(msg.ID()),
+		Redeliveries: int(msg.RedeliveryCount()),
+		PublishTime:  msg.PublishTime(),
+	}
+	herr := c.h(extractTrace(c.ctx, d.Props), d)
+	switch {
+	case herr == nil:
+		_ = c.c.Ack(msg) // fails only if the consumer is closed: the broker redelivers
+	case c.ctx.Err() != nil:
+		return false // closing: leave it unacknowledged, the broker redelivers it at once
+	default:
+		c.c.Nack(msg)
+	}
+	return true
 }
 
 // close stops the handler goroutine, then closes the consumer: the broker redelivers its

@@ -60,6 +60,7 @@ func RunWith(t *testing.T, o Options, newBus func(t *testing.T) bus.Bus) {
 		{"NonPersistentLive", s.nonPersistent},
 		{"KeySharedOrderAndLoad", s.keyShared},
 		{"KeySharedJoinKeepsOrder", s.keySharedJoin},
+		{"ConcurrencyKeepsKeyOrder", s.concurrency},
 		{"NackRedelivers", s.nackRedelivers},
 		{"ClosedConsumerRedelivers", s.closedConsumerRedelivers},
 		{"KilledMidStreamKeepsKeyOrder", s.killedMidStream},
@@ -570,6 +571,48 @@ func (s *suite) keyShared(t *testing.T) {
 	if log.handled["a"] == 0 || log.handled["b"] == 0 {
 		t.Fatalf("load not shared: %v", log.handled)
 	}
+}
+
+// concurrency: one Key_Shared consumer with SubOptions.Concurrency runs handlers of different
+// keys at the same time (the first handler waits for another to start), and still handles each
+// key's messages one at a time, in publish order.
+func (s *suite) concurrency(t *testing.T) {
+	b := s.bus(t)
+	topic := s.topic()
+	log := newKeyLog()
+	var running, first atomic.Int32
+	var perKey sync.Map // key -> *atomic.Int32: handlers of the key running now
+	overlap := make(chan struct{})
+	var once sync.Once
+	s.subscribe(t, b, topic, "logic", bus.SubOptions{Mode: bus.KeyShared, Concurrency: 8}, func(_ context.Context, d *bus.Delivery) error {
+		k, _ := perKey.LoadOrStore(d.Key, new(atomic.Int32))
+		if k.(*atomic.Int32).Add(1) > 1 {
+			t.Errorf("two handlers of key %s at once", d.Key)
+		}
+		defer k.(*atomic.Int32).Add(-1)
+		if running.Add(1) > 1 {
+			once.Do(func() { close(overlap) })
+		}
+		defer running.Add(-1)
+		if first.Add(1) == 1 {
+			select {
+			case <-overlap:
+			case <-time.After(s.o.Wait):
+				t.Error("no other key's handler ran while the first one waited: Concurrency not honoured")
+			}
+		}
+		log.ack("a", d.Key, seqOf(t, d))
+		return nil
+	})
+	const keys, per = 16, 20
+	s.publishAll(t, b, topic, keyed(keys, per))
+	s.waitFor(t, "all messages handled", func() bool {
+		n, err := log.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == keys*per
+	})
 }
 
 // keySharedJoin: a consumer that joins a Key_Shared subscription mid-stream takes over keys

@@ -45,7 +45,7 @@ type options struct {
 	redis, redisCluster, admin, level string
 	logFormat                         string
 	moderators, adminToken, tokenFile string
-	consumers                         int
+	consumers, concurrency            int
 	rate                              float64
 	batching                          time.Duration
 }
@@ -72,7 +72,8 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.level, "log-level", env("SB_LOG_LEVEL", "info"), "debug, info, warn, error (SB_LOG_LEVEL)")
 	fs.StringVar(&o.logFormat, "log-format", env("SB_LOG_FORMAT", "text"), "text or json; json lines carry trace_id/span_id when logged in a span (SB_LOG_FORMAT)")
 	fs.StringVar(&o.moderators, "moderators", env("SB_MODERATORS", ""), "danmaku moderator user ids, comma-separated (SB_MODERATORS)")
-	fs.IntVar(&o.consumers, "consumers", 16, "upstream consumers in this replica (frames handled in parallel)")
+	fs.IntVar(&o.consumers, "consumers", 4, "upstream consumers in this replica")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "frames each upstream consumer handles at once (a user's frames stay in order)")
 	fs.Float64Var(&o.rate, "rate", 50, "per-user frames per second over all types (burst 2x)")
 	fs.DurationVar(&o.batching, "batching-delay", 0, "Pulsar producer batching delay; 0 = the bus default (1ms), negative disables")
 	if err := fs.Parse(args); err != nil {
@@ -142,7 +143,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	rt, err := logic.New(logic.Config{
-		Bus: metrics.InstrumentBus(b), Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers,
+		Bus: metrics.InstrumentBus(b), Presence: pres, Namespace: o.namespace, Subscription: o.sub, Consumers: o.consumers, Concurrency: o.concurrency,
 		Plugins: []logic.Plugin{
 			echo.Plugin{},
 			chat.New(chat.Config{Store: store}),
