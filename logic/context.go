@@ -50,6 +50,7 @@ type Context struct {
 	CloseCode    uint32            // KindDisconnect: the close code
 
 	send Sender
+	pend pending // send's pending publishes (one allocation with the Context)
 }
 
 // Bind decodes the frame's JSON data into v. A decoding failure is returned as a

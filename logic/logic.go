@@ -144,6 +144,9 @@ type Runtime struct {
 	prop       propagation.TraceContext
 	warn       *rate.Limiter
 	background Sender
+	spanOpts   []trace.SpanStartOption // the per-frame span's options, built once
+	edgeTopics sync.Map                // edge id -> its topic name (a string built once per edge)
+	nTopics    atomic.Int32            // entries in edgeTopics (capped by maxEdgeTopics)
 
 	stats struct {
 		frames, errors, nacks, malformed, published atomic.Uint64
@@ -171,6 +174,7 @@ func New(cfg Config) (*Runtime, error) {
 		ready:  make(chan struct{}),
 	}
 	r.background = Sender{rt: r}
+	r.spanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	for _, p := range cfg.Plugins {
 		h := &Host{rt: r, plugin: p.Name()}
 		if err := p.Init(h); err != nil {
@@ -358,18 +362,24 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	if p := d.Props[protocol.PropTraceparent]; p != "" {
 		tp = p
 	}
-	name := "logic " + up.Type
-	if up.Kind == protocol.UpConnect {
-		name = "logic connect"
-	} else if up.Kind == protocol.UpDisconnect {
-		name = "logic disconnect"
-	}
 	if tp != "" {
 		ctx = r.prop.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
 	}
-	ctx, span := r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("sb.user", up.User), attribute.String("sb.edge", up.Edge)))
+	// The span is named and labelled only when it records: with tracing off (the no-op
+	// provider) a frame costs no name or attribute allocations.
+	ctx, span := r.tracer.Start(ctx, "logic", r.spanOpts...)
 	defer span.End()
+	if span.IsRecording() {
+		switch up.Kind {
+		case protocol.UpConnect:
+			span.SetName("logic connect")
+		case protocol.UpDisconnect:
+			span.SetName("logic disconnect")
+		default:
+			span.SetName("logic " + up.Type)
+		}
+		span.SetAttributes(attribute.String("sb.user", up.User), attribute.String("sb.edge", up.Edge))
+	}
 	if sc := span.SpanContext(); sc.IsValid() {
 		carrier := propagation.MapCarrier{}
 		r.prop.Inject(ctx, carrier)
@@ -382,7 +392,7 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	if up.TimeUnixNano > 0 {
 		c.ReceivedAt = time.Unix(0, up.TimeUnixNano)
 	}
-	c.send = Sender{rt: r, pend: &pending{}, tp: tp, at: up.TimeUnixNano}
+	c.send = Sender{rt: r, pend: &c.pend, tp: tp, at: up.TimeUnixNano}
 
 	var err error
 	switch up.Kind {
@@ -467,3 +477,17 @@ func (r *Runtime) warnf(msg string, args ...any) {
 		r.cfg.Logger.Warn(msg, args...)
 	}
 }
+
+// edgeTopic returns edge's downstream topic, built once per edge.
+func (r *Runtime) edgeTopic(edge string) string {
+	if t, ok := r.edgeTopics.Load(edge); ok {
+		return t.(string)
+	}
+	t := protocol.EdgeTopic(r.cfg.Namespace, edge)
+	if r.nTopics.Add(1) <= maxEdgeTopics { // edges restarted under new ids must not grow it forever
+		r.edgeTopics.Store(edge, t)
+	}
+	return t
+}
+
+const maxEdgeTopics = 4096

@@ -41,9 +41,10 @@ type Sender struct {
 
 // pending collects a frame's asynchronous publishes.
 type pending struct {
-	wg  sync.WaitGroup
-	mu  sync.Mutex
-	err error // first failure; guarded by mu
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error       // first failure; guarded by mu
+	doneFn func(error) // p.done, bound once; set by the frame's goroutine before its first publish
 }
 
 func (p *pending) done(err error) {
@@ -67,7 +68,21 @@ func (p *pending) wait() error {
 func (s *Sender) publish(ctx context.Context, topic, key string, d *protocol.Downstream) error {
 	d.Traceparent = s.tp
 	d.TimeUnixNano = s.at
-	return s.publishRaw(ctx, topic, key, protocol.AppendDownstream(nil, d))
+	return s.publishRaw(ctx, topic, key, encodeDownstream(d))
+}
+
+// encodeDownstream encodes d into a buffer sized for it up front (growing it field by field
+// cost several allocations per envelope).
+func encodeDownstream(d *protocol.Downstream) []byte {
+	n := 64 + len(d.Frame.Type) + len(d.Frame.ID) + len(d.Frame.Data) + len(d.Frame.Message) +
+		len(d.Room) + len(d.Reason) + len(d.Traceparent) + 10*len(d.Conns)
+	for _, u := range d.Users {
+		n += len(u) + 2
+	}
+	for _, r := range d.Rooms {
+		n += len(r) + 2
+	}
+	return protocol.AppendDownstream(make([]byte, 0, n), d)
 }
 
 // publishRaw publishes an encoded envelope. payload may be shared by several publishes: nobody
@@ -80,7 +95,10 @@ func (s *Sender) publishRaw(ctx context.Context, topic, key string, payload []by
 	s.rt.stats.published.Add(1)
 	if s.pend != nil {
 		s.pend.wg.Add(1)
-		s.rt.cfg.Bus.Publish(ctx, topic, m, s.pend.done)
+		if s.pend.doneFn == nil {
+			s.pend.doneFn = s.pend.done // one closure per frame, not one per publish
+		}
+		s.rt.cfg.Bus.Publish(ctx, topic, m, s.pend.doneFn)
 		return nil
 	}
 	ch := make(chan error, 1)
@@ -91,7 +109,7 @@ func (s *Sender) publishRaw(ctx context.Context, topic, key string, payload []by
 	return nil
 }
 
-func (s *Sender) edgeTopic(edge string) string { return protocol.EdgeTopic(s.rt.cfg.Namespace, edge) }
+func (s *Sender) edgeTopic(edge string) string { return s.rt.edgeTopic(edge) }
 
 // conn is ToConn for the Context's own deliveries: nothing to resolve, so no error to return
 // (a publish failure surfaces when the runtime awaits the frame's publishes).
@@ -206,10 +224,10 @@ func (s *Sender) ToRoom(ctx context.Context, room string, o Out) error {
 		payload := shared
 		if x := exclude(o.Exclude, e.Edge, e.Epoch); x != 0 {
 			d.ExcludeConn = x
-			payload = protocol.AppendDownstream(nil, d)
+			payload = encodeDownstream(d)
 			d.ExcludeConn = 0
 		} else if payload == nil {
-			shared = protocol.AppendDownstream(nil, d)
+			shared = encodeDownstream(d)
 			payload = shared
 		}
 		if err := s.publishRaw(ctx, s.edgeTopic(e.Edge), room, payload); err != nil {
