@@ -198,6 +198,20 @@ func TestEdgeKill9(t *testing.T) {
 		return true
 	})
 	backAt := killed.Add(dmAgain)
+	// The room's online count is exact again once the dead edge's lease has lapsed: every
+	// member is told len(members), nobody counted twice or missing.
+	var countPeak int
+	eventually(t, c.lease+15*time.Second, "every danmaku member told the exact room count", func() bool {
+		countPeak = 0
+		ok := true
+		for _, m := range d.members {
+			last, peak := m.onlineSince(killed)
+			countPeak = max(countPeak, peak)
+			ok = ok && last == len(d.members) && peak >= 0
+		}
+		return ok
+	})
+	countRight := time.Since(killed)
 
 	// Keep the load running on one edge a little, then check nothing acked was lost.
 	time.Sleep(dmSteady)
@@ -220,11 +234,11 @@ func TestEdgeKill9(t *testing.T) {
 	covGot, covWant := d.coverage(dmSurvivors, killed, stopAt.Add(-500*time.Millisecond))
 	dmPre, dmDuring, dmPost := d.deliveries(d.startTx, killed), d.deliveries(killed, backAt), d.deliveries(backAt, stopAt)
 	perSec := func(n int, from, to time.Time) float64 { return float64(n) / max(to.Sub(from).Seconds(), 0.001) }
-	dmLine := fmt.Sprintf("danmaku: %d members (%d on the killed edge), %d publishers × %.1f/s; delivered before/during/after the kill %d/%d/%d (%.0f/%.0f/%.0f per s; during = kill → every killed-edge member receiving again); max gap on the surviving edge %v (before the kill, all members: %v); survivors got %d/%d of the echoed danmaku sent after the kill; killed-edge members rejoined the room in %v, received again %v after the kill; %s",
+	dmLine := fmt.Sprintf("danmaku: %d members (%d on the killed edge), %d publishers × %.1f/s; delivered before/during/after the kill %d/%d/%d (%.0f/%.0f/%.0f per s; during = kill → every killed-edge member receiving again); max gap on the surviving edge %v (before the kill, all members: %v); survivors got %d/%d of the echoed danmaku sent after the kill; killed-edge members rejoined the room in %v, received again %v after the kill; room.online exact (%d) again %v after the kill (peak pushed %d: the dead edge's members counted until its lease lapsed); %s",
 		len(d.members), len(dmVictims), len(d.pubs), dmRate, dmPre, dmDuring, dmPost,
 		perSec(dmPre, d.startTx, killed), perSec(dmDuring, killed, backAt), perSec(dmPost, backAt, stopAt),
 		gapSurvivors.Round(time.Millisecond), gapBefore.Round(time.Millisecond), covGot, covWant,
-		dmRejoin.Round(time.Millisecond), dmAgain.Round(time.Millisecond), ps)
+		dmRejoin.Round(time.Millisecond), dmAgain.Round(time.Millisecond), len(d.members), countRight.Round(time.Millisecond), countPeak, ps)
 	t.Logf("FAULT edge-kill9: %d clients, %d on the killed edge; all reconnected via HAProxy to %s in %v; router dropped the dead edge's presence in %v (lease %v, bound %v); every user online exactly once after %v; peak reconnect handshakes %d/s; %s; %s",
 		len(l.clients), len(victims), survivor.id, reconnected.Round(time.Millisecond), dropped.Round(time.Millisecond),
 		c.lease, leaseBound, wholeAt.Round(time.Millisecond), l.hs.peak(killed, time.Second), r, dmLine)
