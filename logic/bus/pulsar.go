@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/apache/pulsar-client-go/pulsar/backoff"
 	plog "github.com/apache/pulsar-client-go/pulsar/log"
 )
 
@@ -57,6 +59,12 @@ type PulsarConfig struct {
 	OperationTimeout time.Duration
 	// ConnectionTimeout bounds establishing a TCP connection to a broker. Zero means 3s.
 	ConnectionTimeout time.Duration
+	// MaxReconnectDelay caps the delay between a producer's or consumer's attempts to reconnect
+	// to the broker (doubling from 100ms, +20% jitter). Zero means 2s. The client's own cap is
+	// 60s: after a broker restart of a minute its producers and consumers waited up to another
+	// minute once the broker was back (edge/cmd/faults TestPulsarRestart: chat flowed again
+	// 48–54s after the broker was ready).
+	MaxReconnectDelay time.Duration
 	// ReceiverQueue is how many messages a consumer prefetches. Zero means 1000.
 	ReceiverQueue int
 	// CloseTimeout bounds how long Close waits for pending publishes to be confirmed.
@@ -118,6 +126,9 @@ func NewPulsar(cfg PulsarConfig) (*Pulsar, error) {
 	if cfg.ConnectionTimeout <= 0 {
 		cfg.ConnectionTimeout = 3 * time.Second
 	}
+	if cfg.MaxReconnectDelay <= 0 {
+		cfg.MaxReconnectDelay = 2 * time.Second
+	}
 	if cfg.ReceiverQueue == 0 {
 		cfg.ReceiverQueue = 1000
 	}
@@ -141,6 +152,21 @@ func NewPulsar(cfg PulsarConfig) (*Pulsar, error) {
 	return &Pulsar{cfg: cfg, client: client, notes: newNotifier(),
 		producers: make(map[string]*pulsarTopic), subs: make(map[*pulsarConsumer]struct{})}, nil
 }
+
+// reconnectBackoff is the reconnection policy of every producer and consumer: the client's
+// (doubling from 100ms, up to 20% jitter) capped at MaxReconnectDelay.
+func (b *Pulsar) reconnectBackoff() backoff.Policy {
+	return &cappedBackoff{max: b.cfg.MaxReconnectDelay}
+}
+
+type cappedBackoff struct{ d, max time.Duration }
+
+func (c *cappedBackoff) Next() time.Duration {
+	c.d = min(max(2*c.d, 100*time.Millisecond), c.max)
+	return c.d + rand.N(c.d/5+1)
+}
+func (c *cappedBackoff) IsMaxBackoffReached() bool { return c.d >= c.max }
+func (c *cappedBackoff) Reset()                    { c.d = 0 }
 
 // minLevel drops records below a level (the Pulsar client logs every connection at Info).
 type minLevel struct {
@@ -227,6 +253,7 @@ func (b *Pulsar) create(name string, t *pulsarTopic) {
 		SendTimeout:             b.cfg.SendTimeout,
 		MaxPendingMessages:      b.cfg.MaxPendingMessages,
 		DisableBlockIfQueueFull: true,
+		BackOffPolicyFunc:       b.reconnectBackoff,
 	}
 	if b.cfg.BatchingDelay < 0 {
 		opts.DisableBatching = true
@@ -336,6 +363,7 @@ func (b *Pulsar) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest,
 		NackRedeliveryDelay:         nack,
 		ReceiverQueueSize:           b.cfg.ReceiverQueue,
+		BackOffPolicyFunc:           b.reconnectBackoff,
 	}
 	if opts.FromLatest {
 		co.SubscriptionInitialPosition = pulsar.SubscriptionPositionLatest
