@@ -11,8 +11,16 @@
 #
 #   broker   pulsar://127.0.0.1:${SB_PULSAR_PORT:-16650}
 #   web      http://127.0.0.1:${SB_PULSAR_WEB_PORT:-18081}   (admin REST API)
-#   bookie   a free port Pulsar picks itself: with the RocksDB metadata store (the default, no
-#            ZooKeeper at all) 4.0.x's embedded BKCluster ignores --bookkeeper-port.
+#   bookie   on a fresh start ${SB_PULSAR_BOOKIE_PORT:-0}, 0 meaning a free port Pulsar picks
+#            itself. The port is the bookie's identity ("127.0.0.1:PORT" in its cookie and in
+#            every ledger's ensemble), so a start keeping data reuses the port recorded in the
+#            cookie (data/bookkeeper/current/VERSION); SO_REUSEADDR lets it bind while
+#            connections of the previous (crashed) process linger in TIME_WAIT. A port Pulsar
+#            picked is in the kernel's ephemeral range, where any client's outgoing connection
+#            may take it while the broker is down: to restart reliably on a busy machine, set
+#            SB_PULSAR_BOOKIE_PORT (and the two ports above) below ip_local_port_range.
+#            4.0.x's embedded BKCluster only honours --bookkeeper-port with
+#            allowEphemeralPorts=true, set below.
 #
 # Ready when the admin API lists public/default. Heap: PULSAR_MEM (default 1 GiB).
 set -euo pipefail
@@ -63,6 +71,16 @@ prepare_conf() {
   # Key_Shared replay can stall after a consumer dies (apache/pulsar#23845, #24736; seen in
   # edge/cmd/e2e's replica-kill test): let the broker detect and unblock stuck subscriptions.
   set_conf "$f" unblockStuckSubscriptionEnabled true
+  # The embedded bookie's configuration is read from the same file (see the header: bookie).
+  set_conf "$f" allowEphemeralPorts true
+  set_conf "$f" serverSockReuseAddr true
+}
+
+# cookie_bookie_port prints the bookie port recorded in the kept data's cookie, if any.
+cookie_bookie_port() {
+  local f="$DIR/data/bookkeeper/current/VERSION"
+  [[ -f "$f" ]] || return 1
+  sed -n 's/^bookieHost: *"[^"]*:\([0-9][0-9]*\)".*/\1/p' "$f" | grep -m1 .
 }
 
 start() {
@@ -75,15 +93,21 @@ start() {
     log "already running (pid $pid): pulsar://127.0.0.1:$PORT, $ADMIN_URL"
     return 0
   fi
-  for p in "$PORT" "$WEB_PORT"; do
+  for p in "$PORT" "$WEB_PORT" ${SB_PULSAR_BOOKIE_PORT:+"$SB_PULSAR_BOOKIE_PORT"}; do
     port_open "$p" && die "port $p is already in use by a process this script did not start"
   done
   t0="$(now_ms)"
-  local wipe=(--wipe-data) redirect=">"
+  local wipe=(--wipe-data) redirect=">" bk_port="${SB_PULSAR_BOOKIE_PORT:-0}"
   if [[ "$KEEP_DATA" == 1 ]]; then
     [[ -d "$DIR/data/metadata" ]] || warn "SB_PULSAR_KEEP_DATA=1 but no data under $DIR/data: starting empty"
+    if bk_port="$(cookie_bookie_port)"; then
+      port_open "$bk_port" && die "bookie port $bk_port (recorded in the kept data) is in use by another process"
+    else
+      bk_port="${SB_PULSAR_BOOKIE_PORT:-0}"
+    fi
     wipe=()
     redirect=">>" # keep the previous run's log: it tells how the broker went down
+    rm -f "$PIDFILE" # a crashed broker's: the wait for the new pid below must not read it
     mkdir -p "$DIR/logs" "$DIR/data"
   else
     rm -rf "$DIR" && mkdir -p "$DIR/logs" "$DIR/data"
@@ -104,6 +128,7 @@ start() {
       "$HOME_DIR/bin/pulsar" standalone -nfw -nss ${wipe[@]+"${wipe[@]}"} \
       --config "$CONF_DIR/standalone.conf" \
       --advertised-address 127.0.0.1 \
+      --bookkeeper-port "$bk_port" \
       --metadata-dir "$DIR/data/metadata" \
       --bookkeeper-dir "$DIR/data/bookkeeper" \
       </dev/null 2>&1 &
