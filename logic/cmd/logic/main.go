@@ -65,7 +65,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.sub, "subscription", env("SB_LOGIC_SUBSCRIPTION", "sb-logic"), "upstream Key_Shared subscription (SB_LOGIC_SUBSCRIPTION)")
 	fs.StringVar(&o.router, "router", env("SB_ROUTER_ADDR", ""), "router gRPC address (SB_ROUTER_ADDR)")
 	fs.StringVar(&o.redis, "redis", env("SB_REDIS_ADDR", ""), "Redis for chat history (SB_REDIS_ADDR)")
-	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis (SB_REDIS_CLUSTER_ADDRS)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", env("SB_REDIS_CLUSTER_ADDRS", ""), "Redis Cluster seed addresses, comma-separated; wins over -redis unless only -redis is given as a flag (SB_REDIS_CLUSTER_ADDRS)")
 	fs.StringVar(&o.admin, "admin", env("SB_LOGIC_ADMIN", "127.0.0.1:9102"), "admin HTTP address: /healthz, /readyz, /stats, /metrics, /admin/, /debug/pprof/ (SB_LOGIC_ADMIN)")
 	fs.StringVar(&o.adminToken, "admin-token", env("SB_ADMIN_TOKEN", ""), "bearer token of the admin API under /admin/ and of /debug/pprof/; empty only allowed when -admin is a loopback address; prefer the env variable or -admin-token-file (a flag shows in ps) (SB_ADMIN_TOKEN)")
 	fs.StringVar(&o.tokenFile, "admin-token-file", env("SB_ADMIN_TOKEN_FILE", ""), "file holding the admin token; wins over -admin-token (SB_ADMIN_TOKEN_FILE)")
@@ -78,6 +78,14 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.batching, "batching-delay", 0, "Pulsar producer batching delay; 0 = the bus default (1ms), negative disables")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	// Flags win over the environment: an explicit -redis means that standalone Redis, even when
+	// SB_REDIS_CLUSTER_ADDRS is exported (deploy/local's env file exports both, and `make
+	// cluster` passes -redis; the cluster addresses from the env silently won before).
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["redis"] && !set["redis-cluster"] {
+		o.redisCluster = ""
 	}
 	if o.pulsar == "" || o.router == "" {
 		return o, errors.New("logic: -pulsar and -router are required")

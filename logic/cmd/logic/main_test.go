@@ -53,3 +53,21 @@ func TestParseAdminExposure(t *testing.T) {
 		t.Fatalf("token from env: %v %q", err, o.adminToken)
 	}
 }
+
+func TestParseRedisFlagWinsOverClusterEnv(t *testing.T) {
+	t.Setenv("SB_REDIS_CLUSTER_ADDRS", "127.0.0.1:17001,127.0.0.1:17002")
+	t.Setenv("SB_REDIS_ADDR", "127.0.0.1:16379")
+	base := []string{"-pulsar", "pulsar://x:6650", "-router", "x:7070"}
+	o, err := parse(base)
+	if err != nil || o.redisCluster == "" {
+		t.Fatalf("env only: cluster from the env expected: %v %+v", err, o)
+	}
+	o, err = parse(append(base, "-redis", "127.0.0.1:6379"))
+	if err != nil || o.redisCluster != "" || o.redis != "127.0.0.1:6379" {
+		t.Fatalf("-redis flag with the cluster in the env: want standalone, got %v cluster=%q redis=%q", err, o.redisCluster, o.redis)
+	}
+	o, err = parse(append(base, "-redis", "127.0.0.1:6379", "-redis-cluster", "127.0.0.1:7001"))
+	if err != nil || o.redisCluster != "127.0.0.1:7001" {
+		t.Fatalf("both flags: cluster wins: %v %q", err, o.redisCluster)
+	}
+}

@@ -25,7 +25,8 @@ type RedisConfig struct {
 }
 
 // RedisStore is the Store on Redis (standalone or Cluster). Keys of one conversation share a
-// hash tag, so Append is one atomic script on one node:
+// hash tag, so Append is one atomic script on one node, then the members' index (other slots)
+// in one pipeline; on a standalone Redis (*redis.Client) both are one script, one round trip:
 //
 //	<prefix>{<conv>}:seq               INCR counter: the conversation's sequence
 //	<prefix>{<conv>}:log               stream, entry id <seq>-0, capped with MAXLEN
@@ -34,7 +35,8 @@ type RedisConfig struct {
 //	<prefix>u:{<user>}:acks            hash conv -> acked seq
 //	<prefix>g:{<group>}:members        set of user ids
 type RedisStore struct {
-	cfg RedisConfig
+	cfg    RedisConfig
+	single bool // one node (*redis.Client): Append stores and indexes in one script
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -53,7 +55,8 @@ func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 	if cfg.DedupeTTL <= 0 {
 		cfg.DedupeTTL = 24 * time.Hour
 	}
-	return &RedisStore{cfg: cfg}, nil
+	_, single := cfg.Client.(*redis.Client)
+	return &RedisStore{cfg: cfg, single: single}, nil
 }
 
 // appendScript: KEYS seq, log, cmid; ARGV maxlen, from, cmid, text, ts, ttl seconds, dedupe
@@ -70,6 +73,29 @@ end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 'from', ARGV[2], 'cmid', ARGV[3], 'text', ARGV[4], 'ts', ARGV[5])
 if ARGV[7] == '1' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[6]) end
+return {0, seq}
+`)
+
+// appendIndexScript is appendScript plus the members' conversation index, for a Redis that is
+// not a Cluster (the index keys are in other slots): one round trip instead of two. KEYS seq,
+// log, cmid, then each member's convs key; ARGV as appendScript, then the conv id.
+var appendIndexScript = redis.NewScript(`
+local dup, seq, fields = 0, nil, false
+if ARGV[7] == '1' then
+  local s = redis.call('GET', KEYS[3])
+  if s then
+    dup, seq = 1, tonumber(s)
+    local e = redis.call('XRANGE', KEYS[2], s .. '-0', s .. '-0')
+    if e[1] then fields = e[1][2] end
+  end
+end
+if dup == 0 then
+  seq = redis.call('INCR', KEYS[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 'from', ARGV[2], 'cmid', ARGV[3], 'text', ARGV[4], 'ts', ARGV[5])
+  if ARGV[7] == '1' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[6]) end
+end
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], seq, ARGV[8]) end
+if dup == 1 then return {1, seq, fields} end
 return {0, seq}
 `)
 
@@ -95,21 +121,27 @@ func (s *RedisStore) Append(ctx context.Context, m Message, members []string) (M
 		dedupe = "1"
 	}
 	keys := []string{s.convKey(m.Conv, "seq"), s.convKey(m.Conv, "log"), s.convKey(m.Conv, "cm:"+m.From+":"+m.CMID)}
+	ttl := int64(s.cfg.DedupeTTL / time.Second)
+	if s.single {
+		// One node holds every key: store and index in one script, one round trip.
+		for _, u := range members {
+			keys = append(keys, s.userKey(u, "convs"))
+		}
+		res, err := appendIndexScript.Run(ctx, s.cfg.Client, keys, s.cfg.HistoryCap, m.From, m.CMID, m.Text, m.TS,
+			ttl, dedupe, m.Conv).Slice()
+		if err != nil {
+			return Message{}, false, fmt.Errorf("chat: append %s: %w", m.Conv, err)
+		}
+		return s.appended(m, res)
+	}
 	res, err := appendScript.Run(ctx, s.cfg.Client, keys, s.cfg.HistoryCap, m.From, m.CMID, m.Text, m.TS,
-		int64(s.cfg.DedupeTTL/time.Second), dedupe).Slice()
+		ttl, dedupe).Slice()
 	if err != nil {
 		return Message{}, false, fmt.Errorf("chat: append %s: %w", m.Conv, err)
 	}
-	if len(res) < 2 {
-		return Message{}, false, fmt.Errorf("chat: append %s: unexpected reply %v", m.Conv, res)
-	}
-	dup := res[0] == int64(1)
-	seq, _ := res[1].(int64)
-	m.Seq, m.ID = uint64(seq), MessageID(m.Conv, uint64(seq))
-	if dup && len(res) > 2 {
-		if fields, ok := res[2].([]any); ok {
-			m = fromFields(m.Conv, uint64(seq), fields)
-		}
+	m, dup, err := s.appended(m, res)
+	if err != nil {
+		return Message{}, false, err
 	}
 	if len(members) > 0 {
 		// The index is per user (another slot); a failure here is retried with the frame, and
@@ -122,6 +154,22 @@ func (s *RedisStore) Append(ctx context.Context, m Message, members []string) (M
 		})
 		if err != nil {
 			return Message{}, false, fmt.Errorf("chat: index %s: %w", m.Conv, err)
+		}
+	}
+	return m, dup, nil
+}
+
+// appended reads an append script's reply into m.
+func (s *RedisStore) appended(m Message, res []any) (Message, bool, error) {
+	if len(res) < 2 {
+		return Message{}, false, fmt.Errorf("chat: append %s: unexpected reply %v", m.Conv, res)
+	}
+	dup := res[0] == int64(1)
+	seq, _ := res[1].(int64)
+	m.Seq, m.ID = uint64(seq), MessageID(m.Conv, uint64(seq))
+	if dup && len(res) > 2 {
+		if fields, ok := res[2].([]any); ok {
+			m = fromFields(m.Conv, uint64(seq), fields)
 		}
 	}
 	return m, dup, nil
