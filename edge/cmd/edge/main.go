@@ -200,7 +200,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(srv))
 	// Closed after Shutdown: deliveries keep reaching the edge's clients during the drain.
-	ds, err := cli.Subscribe(b, srv, o.namespace, log)
+	ds, err := cli.SubscribeRetry(ctx, b, srv, o.namespace, log)
 	if err != nil {
 		return err
 	}

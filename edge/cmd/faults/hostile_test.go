@@ -384,7 +384,9 @@ func hostileSlowReader(t *testing.T, c *cluster) {
 	if memberConnects != 1 {
 		t.Errorf("the honest member reconnected %d times", memberConnects-1)
 	}
-	if slowCode != -1 && slowCode != int(protocol.CloseSlowConsumer) {
+	// gorilla reports a TCP close without a close frame as 1006 (the edge may have reset the
+	// connection before its close frame got through the full socket buffer).
+	if slowCode != -1 && slowCode != websocket.CloseAbnormalClosure && slowCode != int(protocol.CloseSlowConsumer) {
 		t.Errorf("the slow reader saw close code %d, want %d (or the TCP close)", slowCode, protocol.CloseSlowConsumer)
 	}
 	if grow := rssPeak - rssBefore; grow > 64<<10 {

@@ -102,3 +102,26 @@ func Subscribe(b bus.Bus, srv *edge.Server, namespace string, log *slog.Logger) 
 		Logger:    log.With("component", "wire"),
 	}, srv.HandleDownstream)
 }
+
+// SubscribeRetry is Subscribe for a bus that may not be there yet (a broker starting, restarting
+// or overloaded): a subscribe failing with bus.ErrUnavailable is retried with capped backoff
+// until it succeeds or ctx ends, so an edge started before its broker comes up by itself, as a
+// logic replica does. Other errors are returned at once.
+func SubscribeRetry(ctx context.Context, b bus.Bus, srv *edge.Server, namespace string, log *slog.Logger) (*wire.Downstream, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		ds, err := Subscribe(b, srv, namespace, log)
+		if err == nil || !errors.Is(err, bus.ErrUnavailable) {
+			return ds, err
+		}
+		log.Warn("edge: bus unavailable, retrying the downstream subscribe", "in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("edge: downstream subscribe: %w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-io/switchboard/edge"
+	"github.com/switchboard-io/switchboard/logic/bus"
+)
+
+// flakyBus refuses the first fail subscribes with err, then subscribes on the embedded bus.
+type flakyBus struct {
+	bus.Bus
+	fail  int32
+	err   error
+	tries atomic.Int32
+}
+
+func (f *flakyBus) Subscribe(ctx context.Context, topic, sub string, opts bus.SubOptions, h bus.Handler) (bus.Subscription, error) {
+	if f.tries.Add(1) <= f.fail {
+		return nil, f.err
+	}
+	return f.Bus.Subscribe(ctx, topic, sub, opts, h)
+}
+
+func TestSubscribeRetry(t *testing.T) {
+	mem, err := bus.NewMemory(bus.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mem.Close() })
+	srv, err := edge.New(edge.Config{ID: "edge-cli-test", Addr: "127.0.0.1:0", InsecureDevAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+
+	t.Run("unavailable is retried until it succeeds", func(t *testing.T) {
+		b := &flakyBus{Bus: mem, fail: 3, err: fmt.Errorf("%w: broker starting", bus.ErrUnavailable)}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ds, err := SubscribeRetry(ctx, b, srv, "", log)
+		if err != nil {
+			t.Fatalf("SubscribeRetry: %v", err)
+		}
+		if err := ds.Close(); err != nil {
+			t.Error(err)
+		}
+		if got := b.tries.Load(); got < 4 {
+			t.Errorf("%d subscribe attempts, want ≥ 4 (3 refused, then both topics)", got)
+		}
+	})
+	t.Run("other errors are returned at once", func(t *testing.T) {
+		boom := errors.New("boom")
+		b := &flakyBus{Bus: mem, fail: 1, err: boom}
+		if _, err := SubscribeRetry(context.Background(), b, srv, "", log); !errors.Is(err, boom) {
+			t.Fatalf("SubscribeRetry = %v, want boom", err)
+		}
+	})
+	t.Run("ctx ends the retries", func(t *testing.T) {
+		b := &flakyBus{Bus: mem, fail: 1 << 30, err: bus.ErrUnavailable}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := SubscribeRetry(ctx, b, srv, "", log); !errors.Is(err, context.Canceled) || !errors.Is(err, bus.ErrUnavailable) {
+			t.Fatalf("SubscribeRetry = %v, want canceled wrapping unavailable", err)
+		}
+	})
+}
