@@ -498,9 +498,9 @@ func TestPulsarLatency(t *testing.T) {
 }
 
 // TestPulsarThroughput measures one replica's echo throughput on a real broker for several
-// Config.Consumers: each consumer handles one frame at a time and a frame waits for its
-// deliveries to be accepted by the broker before it is acknowledged, so consumers bound the
-// replica's parallelism. Logged, never asserted.
+// Config.Consumers × Config.Concurrency: a frame holds its slot until its deliveries are
+// accepted by the broker, so slots bound the replica's parallelism (4×1 is a replica of 4
+// serial consumers, as all replicas were before Concurrency). Logged, never asserted.
 func TestPulsarThroughput(t *testing.T) {
 	url, _ := pulsarNS(t)
 	edgeBus := newPulsar(t, url)
@@ -512,9 +512,10 @@ func TestPulsarThroughput(t *testing.T) {
 	t.Cleanup(func() { _ = pres.Close() })
 	ctx := context.Background()
 	const frames, users = 4000, 400
-	for _, consumers := range []int{4, 16, 64} {
+	for _, sc := range []struct{ consumers, concurrency int }{{4, 1}, {16, 1}, {4, 64}} {
+		consumers := sc.consumers
 		_, ns := pulsarNS(t) // a fresh upstream topic: no frames of the previous round
-		edge := fmt.Sprint("tp", consumers)
+		edge := fmt.Sprint("tp", consumers, "x", sc.concurrency)
 		got := make(chan struct{}, frames)
 		s, err := edgeBus.Subscribe(ctx, protocol.EdgeTopic(ns, edge), edge, bus.SubOptions{Mode: bus.Exclusive},
 			func(context.Context, *bus.Delivery) error { got <- struct{}{}; return nil })
@@ -523,7 +524,7 @@ func TestPulsarThroughput(t *testing.T) {
 		}
 		logicBus := newPulsar(t, url)
 		_, stop := startReplica(t, logic.Config{Bus: logicBus, Presence: pres, Namespace: ns,
-			Subscription: "sub-" + edge, Consumers: consumers, Plugins: []logic.Plugin{echo.Plugin{}}})
+			Subscription: "sub-" + edge, Consumers: consumers, Concurrency: sc.concurrency, Plugins: []logic.Plugin{echo.Plugin{}}})
 		start := time.Now()
 		for i := range frames {
 			user := fmt.Sprint("u", i%users)
@@ -543,7 +544,7 @@ func TestPulsarThroughput(t *testing.T) {
 			}
 		}
 		el := time.Since(start)
-		t.Logf("consumers=%-3d %d echo frames from %d users in %v: %.0f frames/s", consumers, frames, users,
+		t.Logf("consumers=%-3d concurrency=%-3d %d echo frames from %d users in %v: %.0f frames/s", consumers, sc.concurrency, frames, users,
 			el.Round(time.Millisecond), frames/el.Seconds())
 		stop()
 		_ = logicBus.Close()
