@@ -626,8 +626,9 @@ func (l *loop) eventReq(ev uint8, conn uint64, user string, u *protocol.Upstream
 	return req
 }
 
-// open completes an upgrade: the connection gets its id, joins the indexes and is announced.
-func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[string]string, exp time.Time) {
+// open completes an upgrade: the connection gets its id, joins the indexes and is announced;
+// resp (the handshake's 101 response) and the welcome frame are written together.
+func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[string]string, exp time.Time, resp []byte) {
 	s := l.s
 	l.seq++
 	wc.id = l.seq<<loopBits | uint64(l.idx)
@@ -658,17 +659,20 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 		req := l.eventReq(evConnect, wc.id, user, &u)
 		pub.Publish(s.ctx, user, req.buf, nil, req.doneFn)
 	}
-	data := make([]byte, 0, 64+len(user))
-	data = append(data, `{"conn":"`...)
+	data := append(l.cbuf[:0], `{"conn":"`...)
 	data = strconv.AppendUint(data, wc.id, 10)
 	data = append(data, `","user":`...)
 	data = appendJSONString(data, user)
 	data = append(data, `,"edge":`...)
 	data = appendJSONString(data, s.cfg.ID)
 	data = append(data, '}')
+	l.cbuf = data
 	f := protocol.ServerFrame{Type: protocol.TypeWelcome, Data: data}
-	l.writeServerFrame(wc, &f)
-	l.schedule(wc, l.nextDue(wc))
+	l.wbuf = encodeServerFrame(append(l.wbuf[:0], resp...), wc.codec(), &f)
+	l.writeNow(wc, l.wbuf)
+	if wc.state == connOpen {
+		l.schedule(wc, l.nextDue(wc))
+	}
 }
 
 // nextDue is the wheel tick at which an open connection must be looked at next.

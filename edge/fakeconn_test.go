@@ -109,6 +109,6 @@ func fakeOpen(l *loop, user string, keep bool) (*wsConn, *fakeConn) {
 	fc := &fakeConn{keep: keep}
 	l.accept(fc)
 	wc := fc.ctx.(*wsConn)
-	l.open(wc, user, false, false, nil, zeroTime)
+	l.open(wc, user, false, false, nil, zeroTime, nil)
 	return wc, fc
 }

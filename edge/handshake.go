@@ -83,15 +83,21 @@ func (l *loop) initUpgrader() {
 // token offered as "bearer.<jwt>".
 func (l *loop) hsProtocol(v []byte) (string, bool) {
 	sel := ""
-	for _, p := range strings.Split(string(v), ",") {
-		p = strings.TrimSpace(p)
+	for len(v) > 0 {
+		var p []byte
+		p, v, _ = bytes.Cut(v, []byte(","))
+		p = bytes.TrimSpace(p)
 		switch {
-		case p == protocol.SubprotocolJSON || p == protocol.SubprotocolProtobuf:
+		case string(p) == protocol.SubprotocolJSON:
 			if sel == "" {
-				sel = p
+				sel = protocol.SubprotocolJSON
 			}
-		case strings.HasPrefix(p, SubprotocolTokenPrefix):
-			l.hs.subToken = p[len(SubprotocolTokenPrefix):]
+		case string(p) == protocol.SubprotocolProtobuf:
+			if sel == "" {
+				sel = protocol.SubprotocolProtobuf
+			}
+		case bytes.HasPrefix(p, []byte(SubprotocolTokenPrefix)):
+			l.hs.subToken = string(p[len(SubprotocolTokenPrefix):])
 		}
 	}
 	return sel, true
@@ -130,19 +136,19 @@ func (l *loop) hsBefore() (ws.HandshakeHeader, error) {
 	if !s.originAllowed(l.hs.origin) {
 		return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 	}
-	q, err := url.ParseQuery(l.hs.query)
-	if err != nil {
+	qToken, qUser, ok := authQuery(l.hs.query)
+	if !ok {
 		return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad query"))
 	}
 	token := ""
 	if a := l.hs.authz; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		token = strings.TrimSpace(a[7:])
-	} else if t := q.Get("token"); t != "" {
-		token = t
+	} else if qToken != "" {
+		token = qToken
 	} else {
 		token = l.hs.subToken
 	}
-	user, exp, err := s.auth.authenticate(token, q.Get("user"))
+	user, exp, err := s.auth.authenticate(token, qUser)
 	if err != nil {
 		return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusUnauthorized),
 			ws.RejectionReason(err.Error()),
@@ -150,6 +156,42 @@ func (l *loop) hsBefore() (ws.HandshakeHeader, error) {
 	}
 	l.hs.user, l.hs.exp = user, exp
 	return nil, nil
+}
+
+// authQuery returns the first "token" and "user" values of a query string, as url.ParseQuery
+// would, without building its map; ok is false when any pair is malformed (bad escape or a
+// semicolon), as ParseQuery reports.
+func authQuery(q string) (token, user string, ok bool) {
+	var haveT, haveU bool
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		if kv == "" {
+			continue
+		}
+		if strings.Contains(kv, ";") {
+			return "", "", false
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return "", "", false
+		}
+		switch {
+		case key == "token" && !haveT:
+			token, err = url.QueryUnescape(v)
+			haveT = true
+		case key == "user" && !haveU:
+			user, err = url.QueryUnescape(v)
+			haveU = true
+		default:
+			_, err = url.QueryUnescape(v)
+		}
+		if err != nil {
+			return "", "", false
+		}
+	}
+	return token, user, true
 }
 
 func (s *Server) originAllowed(origin string) bool {
@@ -232,13 +274,6 @@ func (l *loop) handshake(wc *wsConn) {
 		_ = l.el.Close(c)
 		return
 	}
-	_, _ = c.Write(io.w)
-	if cap(io.w) > 4<<10 {
-		io.w = nil
-	}
-	if wc.state == connClosed {
-		return
-	}
 	meta := map[string]string{"subprotocol": hs.Protocol, "remote": c.RemoteAddr().String()}
 	if l.hs.ua != "" {
 		meta["user_agent"] = l.hs.ua
@@ -250,7 +285,12 @@ func (l *loop) handshake(wc *wsConn) {
 	if l.flateExt != nil {
 		_, deflate = l.flateExt.Accepted()
 	}
-	l.open(wc, l.hs.user, hs.Protocol == protocol.SubprotocolProtobuf, deflate, meta, l.hs.exp)
+	// The 101 response and the welcome frame leave in one write: one syscall, one wake-up of
+	// the client.
+	l.open(wc, l.hs.user, hs.Protocol == protocol.SubprotocolProtobuf, deflate, meta, l.hs.exp, io.w)
+	if cap(io.w) > 4<<10 {
+		io.w = nil
+	}
 	l.hs = hsState{}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -280,5 +281,17 @@ func TestHandshakeTrickle(t *testing.T) {
 	}
 	if !strings.Contains(string(fc.out), `"welcome"`) || !strings.Contains(string(fc.out), `"error","id":"1"`) {
 		t.Fatalf("wrote %q", fc.out)
+	}
+}
+
+// TestAuthQuery: authQuery agrees with url.ParseQuery on the values and on what is malformed.
+func TestAuthQuery(t *testing.T) {
+	for _, q := range []string{"", "user=alice", "token=a.b.c&user=bob", "user=a%20b&user=c", "x=1&&token=t%2Bu",
+		"user=%zz", "x=%zz&user=a", "a;b=1&user=x", "user", "=x&user=y", "user=%E2%9C%93"} {
+		tok, user, ok := authQuery(q)
+		v, err := url.ParseQuery(q)
+		if ok != (err == nil) || ok && (tok != v.Get("token") || user != v.Get("user")) {
+			t.Errorf("authQuery(%q) = %q %q %v; ParseQuery: %q %q %v", q, tok, user, ok, v.Get("token"), v.Get("user"), err)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -40,6 +41,7 @@ type options struct {
 	loops  int
 	drain  time.Duration
 	pace   time.Duration
+	rport  bool
 	pprof  bool
 	logLvl slog.Level
 }
@@ -53,6 +55,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.loops, "loops", 0, "edge event loops (0: one per CPU)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Second, "on SIGINT/SIGTERM, span over which clients are told to move")
 	fs.DurationVar(&o.pace, "coalesce", 200*time.Millisecond, "room chatter (ordinary danmaku) to a connection is written at most once per this interval, several frames in one writev; a lone message goes at once (0: one write per frame)")
+	fs.BoolVar(&o.rport, "reuseport", true, "SO_REUSEPORT: every event loop accepts on its own listener, no hand-off of new connections between threads (off for port 0; an address already in use is still an error)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ and the edge's counters as JSON at /debug/edge")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := cli.Parse(fs, args); err != nil {
@@ -98,6 +101,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.rport {
+		// SO_REUSEPORT would let a second process bind the same port and share its
+		// connections: refuse an address that is taken, as a plain listener would. Port 0
+		// would give every loop a different port.
+		if _, port, err := net.SplitHostPort(o.addr); err != nil || port == "0" {
+			o.rport = false
+		} else if ln, err := net.Listen("tcp", o.addr); err != nil {
+			return fmt.Errorf("listen %s: %w", o.addr, err)
+		} else {
+			_ = ln.Close()
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler(web.Config{}))
 	srv, err := edge.New(edge.Config{
@@ -113,6 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MoveJitter:      o.drain,
 		DrainGrace:      time.Second,
 		WriteCoalesce:   o.pace,
+		ReusePort:       o.rport,
 		Logger:          log.With("component", "edge"),
 	})
 	if err != nil {
