@@ -544,6 +544,7 @@ func (l *loop) writeVec(wc *wsConn, vec [][]byte, n int) {
 		return
 	}
 	l.s.written.Add(uint64(len(vec)))
+	l.s.writes.Add(1)
 	l.s.bytesOut.Add(uint64(n))
 	if len(vec) == 1 {
 		_, _ = wc.c.Write(vec[0])

@@ -142,6 +142,7 @@ type Server struct {
 	acks       atomic.Uint64
 	pubErrors  atomic.Uint64
 	written    atomic.Uint64
+	writes     atomic.Uint64
 	shed       atomic.Uint64
 	rejected   atomic.Uint64
 	hsTimeouts atomic.Uint64
@@ -233,6 +234,7 @@ type Stats struct {
 	Acks       uint64            // acks sent
 	PubErrors  uint64            // Publish completions with an error
 	Written    uint64            // frames written by fanout (per connection)
+	Writes     uint64            // write/writev calls that wrote them (Written/Writes: frames per write)
 	Shed       uint64            // sheddable deliveries skipped for backlogged connections
 	Rejected   uint64            // handshakes answered with an HTTP error
 	Rejects    map[int]uint64    // Rejected by HTTP status (401 token, 403 origin, 431 headers, …)
@@ -273,7 +275,7 @@ func (s *Server) Stats() Stats {
 	s.closeMu.Unlock()
 	return Stats{Conns: s.conns.Load(), Open: s.open.Load(), Closes: m,
 		Downstream: s.downstream.Load(), Frames: s.frames.Load(), Upstream: s.upstream.Load(),
-		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Shed: s.shed.Load(),
+		Acks: s.acks.Load(), PubErrors: s.pubErrors.Load(), Written: s.written.Load(), Writes: s.writes.Load(), Shed: s.shed.Load(),
 		Rejected: s.rejected.Load(), Rejects: rj, HSTimeouts: s.hsTimeouts.Load(), Epoch: s.epoch.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Upgrades: s.upgrades.Load(),
 		PublishLatency: s.pubLat.snapshot(), DeliveryLatency: s.delivLat.snapshot(), FanoutLatency: s.fanLat.snapshot(),

@@ -6,15 +6,21 @@
 #   loadtest/compare.sh --targets hub,centrifugo --scenarios fanout --fanout-members 2000
 #   loadtest/compare.sh --quick               # small, fast smoke run
 #   loadtest/compare.sh --scenarios bigroom --big-room 20000 --targets switchboard
+#   loadtest/compare.sh --scenarios fanout,danmaku --targets switchboard,switchboard-nocoalesce,centrifugo
 #
-# Scenarios: idle, fanout, chat, storm, reconnect (the default list) and bigroom (opt-in: one
-# room of --big-room members, 1 msg/s for 5 s). Sizes: --idle-conns, --fanout-members,
+# Scenarios: idle, fanout, chat, storm, reconnect (the default list), bigroom (opt-in: one
+# room of --big-room members, 1 msg/s for 5 s) and danmaku (opt-in: the fanout room at live-
+# comment rates, --danmaku-rate msgs/s from --danmaku-publishers users; rows "rate=…" in the
+# fanout table). Sizes: --idle-conns, --fanout-members, --danmaku-rate, --danmaku-publishers,
 # --publishers, --fanout-rate, --size, --duration, --chat-pairs, --chat-rate, --storm-conns,
 # --reconnect-conns, --hold. Arguments after -- go to every wsload run.
 #
 # Targets (each started fresh per scenario on its own port, measured by pid, then stopped):
 #   switchboard          embedded Switchboard: $SWITCHBOARD_CMD, or a binary built from
-#                        ./edge/cmd/switchboard; listens on $SWITCHBOARD_URL (ws://127.0.0.1:18080/ws)
+#                        ./edge/cmd/switchboard (with -pprof: its counters are saved as
+#                        raw/<target>-<scenario>.edgestats); listens on $SWITCHBOARD_URL
+#                        (ws://127.0.0.1:18080/ws)
+#   switchboard-nocoalesce  the same binary with -coalesce 0: one write per delivery
 #   switchboard-cluster  an already running `make cluster` (found through its pid files in
 #                        .run/cluster; HS256 tokens from its jwt.secret), or the edges given by
 #                        $SWITCHBOARD_CLUSTER_URLS and $SWITCHBOARD_CLUSTER_PIDS (comma-separated)
@@ -42,6 +48,8 @@ CHAT_RATE=1000
 STORM_CONNS=3000
 RECONNECT_CONNS=3000
 BIG_ROOM=20000 # the "bigroom" scenario: one room of this many members, 1 msg/s for 5 s
+DANMAKU_RATE=200 # the "danmaku" scenario: the fanout room at live-comment rates
+DANMAKU_PUBLISHERS=120 # the danmaku plugin allows 2 msgs/s per user (burst 5)
 HOLD=15s
 OUT=""
 EXTRA=()
@@ -63,6 +71,8 @@ while [ $# -gt 0 ]; do
     --storm-conns) STORM_CONNS="$2"; shift 2 ;;
     --reconnect-conns) RECONNECT_CONNS="$2"; shift 2 ;;
     --big-room) BIG_ROOM="$2"; shift 2 ;;
+    --danmaku-rate) DANMAKU_RATE="$2"; shift 2 ;;
+    --danmaku-publishers) DANMAKU_PUBLISHERS="$2"; shift 2 ;;
     --hold) HOLD="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --quick) IDLE_CONNS=500; FANOUT_MEMBERS=300; CHAT_PAIRS=100; CHAT_RATE=200; STORM_CONNS=500; RECONNECT_CONNS=500
@@ -161,7 +171,7 @@ start_target() {
             "$LT/tools/centrifugo/config-redis.json" > "$conf"
       fi
       launch "$BIN/centrifugo" -c "$conf" --port 18000 ;;
-    switchboard)
+    switchboard|switchboard-nocoalesce)
       url="${SWITCHBOARD_URL:-ws://127.0.0.1:18080/ws}"; PROTO=switchboard
       local cmd="${SWITCHBOARD_CMD:-}"
       if [ -z "$cmd" ]; then
@@ -173,8 +183,9 @@ start_target() {
             || { say "skip switchboard: ./edge/cmd/switchboard does not build (see $LOG)"; return 1; }
           SB_CMD_BUILT=1
         fi
-        cmd="$WORK/switchboard -addr $(host_of "$url"):$(port_of "$url")"
+        cmd="$WORK/switchboard -addr $(host_of "$url"):$(port_of "$url") -pprof"
       fi
+      [ "$name" = switchboard-nocoalesce ] && cmd="$cmd -coalesce 0"
       port_busy "$(host_of "$url")" "$(port_of "$url")" && { say "skip switchboard: $url already in use"; return 1; }
       # shellcheck disable=SC2086
       launch $cmd ;;
@@ -235,8 +246,8 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
   echo "  $DURATION. *Deliveries* are messages received by members (timestamp in the payload gives"
   echo "  latency, HdrHistogram); *expected* = sent × members; *deliveries per CPU-s* = deliveries ÷"
   echo "  target CPU from \"go\" until every expected delivery arrived (≤ 5 s after the last send)."
-  echo "  Switchboard merges room deliveries into"
-  echo "  batches (danmaku.batch): one delivery = one message reaching one member, whatever the framing."
+  echo "  One delivery = one message reaching one member, whatever the framing (Switchboard's edge"
+  echo "  may write several room messages to a connection in one writev, see -coalesce below)."
   echo "- chat: $CHAT_PAIRS pairs, A → B direct message, B answers, A measures the round trip; $CHAT_RATE"
   echo "  msgs/s over all pairs for $DURATION. *Messages per CPU-s* counts both directions."
   echo "- storm: $STORM_CONNS clients dial at once (≤ 2,000 dials in flight per worker); *handshake* ="
@@ -250,6 +261,14 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
     echo "- bigroom: one room of $BIG_ROOM members, 1 msg/s for 5 s (the 20,000-member p99 goal); rows"
     echo "  labelled \"room=$BIG_ROOM\" in the fanout table." ;;
   esac
+  case ",$SCENARIOS," in *,danmaku,*)
+    echo "- danmaku: the fanout room ($FANOUT_MEMBERS members) at live-comment rates: $DANMAKU_RATE msgs/s of $SIZE B"
+    echo "  from $DANMAKU_PUBLISHERS publishers for $DURATION; rows labelled \"rate=$DANMAKU_RATE\" in the fanout table." ;;
+  esac
+  echo "- Switchboard's room chatter is paced by the edge (-coalesce, default 200 ms, Nagle-like:"
+  echo "  a lone message goes at once, the ones following within 200 ms of a flush leave together in"
+  echo "  one writev per connection); \"switchboard-nocoalesce\" is the same binary with -coalesce 0."
+  echo "  Centrifugo runs with its defaults." 
   echo "- Shared 2-core box: absolute rates are modest and vary between runs; compare systems within"
   echo "  one run. Figures of a skipped target are absent, never estimated."
   echo
@@ -280,7 +299,7 @@ IFS=, read -r -a TLIST <<< "$TARGETS"
 IFS=, read -r -a SLIST <<< "$SCENARIOS"
 # One report, one run: results an earlier run left for these targets and scenarios go, so a
 # target skipped now cannot appear with old figures (scale.sh's scale-*.json are left alone).
-for t in "${TLIST[@]}"; do for s in "${SLIST[@]}"; do rm -f "$RAW/$t-$s.json"; done; done
+for t in "${TLIST[@]}"; do for s in "${SLIST[@]}"; do rm -f "$RAW/$t-$s.json" "$RAW/$t-$s.edgestats"; done; done
 for t in "${TLIST[@]}"; do
   for s in "${SLIST[@]}"; do
     URLS=""; PIDS=""; PROTO=""
@@ -292,6 +311,7 @@ for t in "${TLIST[@]}"; do
       storm)  args=(-conns "$STORM_CONNS") ;;
       bigroom) # not in the default list: $BIG_ROOM connections at once is a load of its own
         args=(-conns "$BIG_ROOM" -publishers 1 -rate 1 -size "$SIZE" -duration 5s -retries 2 -connect-rate 2000) ;;
+      danmaku) args=(-conns "$FANOUT_MEMBERS" -publishers "$DANMAKU_PUBLISHERS" -rate "$DANMAKU_RATE" -size "$SIZE" -duration "$DURATION") ;;
       reconnect)
         if [ ! -x "$WORK/restart.sh" ]; then
           say "skip $t/reconnect: no way to restart it (cluster: set SWITCHBOARD_CLUSTER_RESTART_CMD)"; stop_target; continue
@@ -302,6 +322,7 @@ for t in "${TLIST[@]}"; do
     [ "$t" = switchboard-cluster ] && args+=("${CLUSTER_ARGS[@]}")
     sc="$s"; label="$t"
     [ "$s" = bigroom ] && sc=fanout && label="$t room=$BIG_ROOM"
+    [ "$s" = danmaku ] && sc=fanout && label="$t rate=$DANMAKU_RATE"
     cmdline=(wsload -scenario "$sc" -protocol "$PROTO" -label "$label" -target "$URLS" -pid "$PIDS" "${args[@]}" "${EXTRA[@]}" -out "raw/$t-$s.json")
     shown="$(echo "${cmdline[*]}" | sed 's/-jwt-secret [^ ]*/-jwt-secret <cluster secret>/')"
     say "$shown"
@@ -310,6 +331,12 @@ for t in "${TLIST[@]}"; do
       say "$t/$s failed (see $LOG)"
     fi
     [ -s "$RAW/$t-$s.json" ] || say "$t/$s: no result"
+    case "$t" in switchboard*)
+      if [ -n "$PID" ]; then # the embedded binary's own counters (-pprof), for the report
+        curl -sf -m 5 "http://$(host_of "$URLS"):$(port_of "$URLS")/debug/edge" > "$RAW/$t-$s.edgestats" 2>/dev/null \
+          || rm -f "$RAW/$t-$s.edgestats"
+      fi ;;
+    esac
     stop_target
   done
 done
