@@ -5,6 +5,10 @@ package faults
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +25,19 @@ import (
 // privatePulsar is a Pulsar standalone of one test, started with deploy/local/pulsar.sh in a
 // state directory of its own on ports of its own: the lead's shared broker is never touched.
 type privatePulsar struct {
-	t     testing.TB
-	state string
-	url   string
-	admin string
-	env   []string
+	t      testing.TB
+	state  string
+	url    string
+	admin  string
+	env    []string
+	script string // deploy/local/pulsar.sh
+}
+
+// run runs pulsar.sh arg with the broker's environment plus env.
+func (p *privatePulsar) run(arg string, env ...string) ([]byte, error) {
+	cmd := exec.Command(p.script, arg)
+	cmd.Env = append(append([]string(nil), p.env...), env...)
+	return cmd.CombinedOutput()
 }
 
 func startPrivatePulsar(t *testing.T) *privatePulsar {
@@ -34,32 +46,101 @@ func startPrivatePulsar(t *testing.T) *privatePulsar {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := func() string {
-		a := freePort(t)
-		return a[strings.LastIndexByte(a, ':')+1:]
-	}
-	bp, wp := port(), port()
+	ports := stablePorts(t, 3)
+	bp, wp, bk := ports[0], ports[1], ports[2]
 	p := &privatePulsar{t: t, state: t.TempDir(), url: "pulsar://127.0.0.1:" + bp, admin: "http://127.0.0.1:" + wp}
 	p.env = append(os.Environ(), "SB_STATE_DIR="+p.state, "SB_PULSAR_PORT="+bp, "SB_PULSAR_WEB_PORT="+wp,
-		"SB_PULSAR_START_TIMEOUT=150", "SB_PULSAR_STOP_TIMEOUT=20")
-	script := filepath.Join(root, "deploy", "local", "pulsar.sh")
-	run := func(arg string) ([]byte, error) {
-		cmd := exec.Command(script, arg)
-		cmd.Env = p.env
-		return cmd.CombinedOutput()
-	}
+		"SB_PULSAR_BOOKIE_PORT="+bk, "SB_PULSAR_START_TIMEOUT=150", "SB_PULSAR_STOP_TIMEOUT=20")
+	p.script = filepath.Join(root, "deploy", "local", "pulsar.sh")
 	t.Cleanup(func() {
 		p.signal(syscall.SIGCONT) // a stopped JVM cannot handle TERM
-		if out, err := run("stop"); err != nil {
+		if out, err := p.run("stop"); err != nil {
 			t.Errorf("pulsar.sh stop: %v\n%s", err, out)
+		}
+		if t.Failed() || os.Getenv("FAULTS_LOGS") != "" {
+			// The state directory goes with the test: keep the broker's log for the post-mortem.
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("sbfaults-pulsar-%s-%d.log", t.Name(), time.Now().Unix()))
+			if b, err := os.ReadFile(filepath.Join(p.state, "pulsar", "pulsar.log")); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+				t.Logf("private broker's log kept in %s", keep)
+			}
 		}
 	})
 	start := time.Now()
-	if out, err := run("start"); err != nil {
+	if out, err := p.run("start"); err != nil {
 		t.Fatalf("pulsar.sh start (private broker on %s): %v\n%s", p.url, err, out)
 	}
 	t.Logf("private Pulsar standalone on %s ready in %v", p.url, time.Since(start).Round(time.Millisecond))
+	p.warm()
 	return p
+}
+
+// warm loads a topic of a throwaway namespace once (ledger, cursor, the namespace's policy
+// topic): a fresh broker's first topic load can exceed the edges' 5 s operation timeout on a
+// busy box, and an edge whose first subscribe fails exits.
+func (p *privatePulsar) warm() {
+	start := time.Now()
+	ns := "public/sbwarm-" + suffix()
+	tp := "persistent/" + ns + "/warm"
+	for _, step := range []struct{ method, path, body string }{
+		{http.MethodPut, "namespaces/" + ns, ""},
+		{http.MethodPut, tp, ""},
+		{http.MethodPut, tp + "/subscription/warm", `{"ledgerId":-1,"entryId":-1}`},
+		{http.MethodDelete, tp + "?force=true", ""},
+		{http.MethodDelete, "namespaces/" + ns, ""},
+	} {
+		req, _ := http.NewRequest(step.method, p.admin+"/admin/v2/"+step.path, strings.NewReader(step.body))
+		req.Header.Set("Content-Type", "application/json")
+		hc := http.Client{Timeout: 60 * time.Second}
+		res, err := hc.Do(req)
+		if err != nil {
+			p.t.Fatalf("warming the private broker: %s %s: %v", step.method, step.path, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode/100 != 2 {
+			p.t.Fatalf("warming the private broker: %s %s: HTTP %d %s", step.method, step.path, res.StatusCode, b)
+		}
+	}
+	p.t.Logf("private broker warmed (a topic and a subscription created and deleted) in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// stablePorts returns n free ports below the kernel's ephemeral range (ip_local_port_range),
+// where no outgoing connection of any process can take one while the broker is down: a broker
+// restarted on the same ports (TestPulsarRestart) must bind them again, and on this shared box
+// load generators cycle through the whole ephemeral range within a minute.
+func stablePorts(t testing.TB, n int) []string {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	const base = 20000 // above the shared services' ports (16379, 17001-17003, 16650, 18081)
+	if lo-base < 1000 {
+		t.Fatalf("ephemeral port range starts at %d: no room below it for the private broker's ports", lo)
+	}
+	var out []string
+	seen := map[int]bool{}
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d free ports in [%d, %d)", n, base, lo)
+		}
+		p := base + rand.IntN(lo-base)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		out = append(out, strconv.Itoa(p))
+	}
+	return out
 }
 
 // pid is the broker's pid (pulsar.sh keeps it in its state directory), 0 if unknown.

@@ -1,0 +1,306 @@
+//go:build integration
+
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// crash kills the broker's JVM with SIGKILL (no shutdown hook, no ledger close, no cursor
+// flush: a crash, not a stop) and waits until the process is gone.
+func (p *privatePulsar) crash() {
+	p.t.Helper()
+	pid := p.pid()
+	if pid == 0 {
+		p.t.Fatal("no pid for the private broker")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		p.t.Fatalf("kill -9 broker (pid %d): %v", pid, err)
+	}
+	// The broker's parent is pulsar.sh's setsid child, gone long ago: init reaps the JVM, and
+	// a zombie counts as gone.
+	eventually(p.t, 15*time.Second, "the killed broker's process to disappear", func() bool {
+		if syscall.Kill(pid, 0) != nil {
+			return true
+		}
+		st, _ := readFile(fmt.Sprintf("/proc/%d/stat", pid))
+		_, rest, _ := strings.Cut(st, ") ")
+		return strings.HasPrefix(rest, "Z")
+	})
+}
+
+// startKeepingData starts the broker again on the same ports with the data it had
+// (SB_PULSAR_KEEP_DATA=1): namespaces, topics, subscriptions and unacked messages survive.
+// It returns when pulsar.sh reports the broker ready (admin API up, broker port accepting).
+func (p *privatePulsar) startKeepingData() {
+	p.t.Helper()
+	if out, err := p.run("start", "SB_PULSAR_KEEP_DATA=1"); err != nil {
+		p.t.Fatalf("pulsar.sh start keeping data (private broker on %s): %v\n%s", p.url, err, out)
+	}
+}
+
+// namespaces lists the broker's namespaces of tenant public.
+func (p *privatePulsar) namespaces() ([]string, error) {
+	hc := http.Client{Timeout: 10 * time.Second}
+	res, err := hc.Get(p.admin + "/admin/v2/namespaces/public")
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d: %s", res.StatusCode, b)
+	}
+	var ns []string
+	return ns, json.Unmarshal(b, &ns)
+}
+
+// subscriptions lists the subscriptions of every topic of namespace ns (topic → names).
+func (p *privatePulsar) subscriptions(ns string) (map[string][]string, error) {
+	hc := http.Client{Timeout: 10 * time.Second}
+	get := func(path string, v any) error {
+		res, err := hc.Get(p.admin + "/admin/v2/" + path)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: HTTP %d: %s", path, res.StatusCode, b)
+		}
+		return json.Unmarshal(b, v)
+	}
+	var topics []string
+	if err := get("namespaces/"+ns+"/topics", &topics); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, tp := range topics {
+		var subs []string
+		if err := get("persistent/"+strings.TrimPrefix(tp, "persistent://")+"/subscriptions", &subs); err != nil {
+			return nil, err
+		}
+		slices.Sort(subs)
+		out[tp] = subs
+	}
+	return out, nil
+}
+
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
+}
+
+// errorFrames counts the error frames the load's clients received so far, by code.
+func errorFrames(l *load) map[int]int {
+	n := map[int]int{}
+	for _, cl := range l.clients {
+		cl.mu.Lock()
+		for code, k := range cl.errors {
+			n[code] += k
+		}
+		cl.mu.Unlock()
+	}
+	return n
+}
+
+func countsString(m map[int]int) string {
+	codes := slices.Sorted(maps.Keys(m))
+	var b strings.Builder
+	for _, c := range codes {
+		fmt.Fprintf(&b, "%s%d×%d", map[bool]string{true: " ", false: ""}[b.Len() > 0], m[c], c)
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// keepLogs copies every process log of c to a directory that outlives the test when the test
+// fails (or FAULTS_LOGS is set): the harness shows only their last lines.
+func keepLogs(t *testing.T, c *cluster) {
+	t.Cleanup(func() {
+		if !t.Failed() && os.Getenv("FAULTS_LOGS") == "" {
+			return
+		}
+		dir, err := os.MkdirTemp("", "sbfaults-logs-"+t.Name()+"-")
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, p := range c.procs {
+			if b, err := os.ReadFile(p.log); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, filepath.Base(p.log)), b, 0o644)
+			}
+		}
+		t.Logf("process logs kept in %s", dir)
+	})
+}
+
+// durableSubs is the durable subscriptions (logic's work queues) of subs, as "topic sub".
+func durableSubs(subs map[string][]string) []string {
+	var out []string
+	for tp, ss := range subs {
+		for _, s := range ss {
+			out = append(out, tp+" "+s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// repliedSince reports whether cl got a chat.send reply (stored by logic, answered through the
+// bus) for a message it sent after since.
+func repliedSince(cl *chatClient, since time.Time) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for i := len(cl.order) - 1; i >= 0 && cl.order[i].sentAt.After(since); i-- {
+		if cl.order[i].replied {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPulsarRestart crashes the Pulsar broker under chat load (kill -9 of its JVM), keeps it
+// down 10 s, and starts it again on the same ports with its data (pulsar.sh start with
+// SB_PULSAR_KEEP_DATA=1), as a broker host that crashed and came back would.
+//
+// kill -9 rather than pulsar.sh stop: a graceful stop closes ledgers, flushes cursors and tells
+// clients the topics are closing; a crash does none of that, so the restarted broker must
+// recover open ledgers and cursor positions, and the clients only find out from dead TCP
+// connections. It is the harsher and the more realistic of the two.
+//
+// While the broker is down the edges' producers hold what clients publish (the Pulsar client
+// queues it until the producer reconnects, up to MaxPendingMessages per producer; beyond that a
+// frame is refused with 1005 at once) and deliver it once the broker is back.
+//
+// Asserted: edges and logic keep running (no process exits) and reconnect by themselves: every
+// client's chat flows again within recoverBound of the broker being ready; every frame a
+// client sent got an ack/reply or an explicit error frame (none vanish silently); every acked
+// message is in the history (chat.sync), no duplicates, per-sender order kept; the namespace and
+// logic's durable subscriptions survived the restart; the edges' peak RSS stays within 64 MiB
+// of their RSS before the crash.
+func TestPulsarRestart(t *testing.T) {
+	const (
+		outage = 10 * time.Second // broker down, before the restart begins
+		// From "broker ready" to every client's chat flowing: producers and consumers reconnect
+		// within a few seconds (bus reconnect backoff capped at 2s), then logic works through
+		// the frames the edges held while the broker was down (up to 4096 per producer) before
+		// the replies to new frames, queued behind them per user, come back.
+		recoverBound = 90 * time.Second
+		rssBound     = 64 << 10 // KiB of growth allowed over the pre-crash RSS
+	)
+	pp := startPrivatePulsar(t)
+	c := newCluster(t, clusterOpts{pulsarURL: pp.url, adminURL: pp.admin})
+	keepLogs(t, c)
+	l := startLoad(t, c, pairs)
+	l.send(rate)
+	l.warm(warmup)
+
+	subsBefore, err := pp.subscriptions(c.ns)
+	if err != nil {
+		t.Fatalf("subscriptions before the crash: %v", err)
+	}
+	var edgePids []int
+	before := map[int]int{}
+	for _, e := range c.edges {
+		pid := e.cmd.Process.Pid
+		edgePids = append(edgePids, pid)
+		before[pid] = rssKiB(pid)
+	}
+	rss := sampleRSS(edgePids)
+
+	killed := time.Now()
+	pp.crash()
+	// The broker stays down a fixed 10 s (the fault being injected, not a synchronisation);
+	// meanwhile the load keeps sending.
+	time.Sleep(outage)
+	restarting := time.Now()
+	pp.startKeepingData()
+	ready := time.Now()
+	t.Logf("broker killed at %s, restart began at %s, ready at %s", killed.Format("15:04:05.000"), restarting.Format("15:04:05.000"), ready.Format("15:04:05.000"))
+	errsDown := errorFrames(l)
+
+	// The broker came back with its data: the test's namespace and logic's subscriptions.
+	ns, err := pp.namespaces()
+	if err != nil {
+		t.Fatalf("namespaces after the restart: %v", err)
+	}
+	if !slices.Contains(ns, c.ns) {
+		t.Fatalf("namespace %s gone after the restart (data not kept): %v", c.ns, ns)
+	}
+
+	// Chat flows again: every client got a chat.send reply for a message sent after "ready".
+	var firstFlow time.Duration
+	recovered := eventually(t, recoverBound, "chat flowing again for every client after the broker restarted", func() bool {
+		n := 0
+		for _, cl := range l.clients {
+			if repliedSince(cl, ready) {
+				n++
+			}
+		}
+		if n > 0 && firstFlow == 0 {
+			firstFlow = time.Since(ready)
+		}
+		return n == len(l.clients)
+	})
+	// A little more traffic on the recovered bus, then every frame must be answered.
+	time.Sleep(2 * time.Second)
+	l.stopSending()
+	var o outageTally
+	settle := eventually(t, 30*time.Second, "every chat.send answered (ack, reply or error frame)", func() bool {
+		o = l.tally(killed, ready)
+		return o.silent == 0
+	})
+	peak := rss.finish()
+	r := l.verify(syncWait)
+
+	subsAfter, err := pp.subscriptions(c.ns)
+	if err != nil {
+		t.Errorf("subscriptions after the restart: %v", err)
+	}
+	for _, s := range durableSubs(subsBefore) {
+		if !slices.Contains(durableSubs(subsAfter), s) {
+			t.Errorf("subscription %q present before the crash is gone after the restart", s)
+		}
+	}
+	for _, p := range append(append([]*proc{}, c.logics...), c.edges[0].proc, c.edges[1].proc) {
+		if p.exited() {
+			t.Errorf("%s exited during the broker restart: %v\n%s", p.name, p.err, p.tail(20))
+		}
+	}
+	var rssNotes []string
+	for i, pid := range edgePids {
+		rssNotes = append(rssNotes, fmt.Sprintf("%s %d→peak %d MiB", c.edges[i].id, before[pid]>>10, peak[pid]>>10))
+		if peak[pid]-before[pid] > rssBound {
+			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the restart (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
+		}
+	}
+	t.Logf("FAULT pulsar-restart: broker kill -9 under %d clients × %.0f msg/s, down %v, then restarted with its data: ready %v after the restart began (%v after the kill); error frames while it was down: %s (count×code), by the end: %s; first chat.send reply %v and every client's %v after ready (bound %v); every frame answered %v after the load stopped; frames sent while down: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; %d durable subscriptions kept; edge RSS %s; %s",
+		len(l.clients), rate, outage, ready.Sub(restarting).Round(100*time.Millisecond), ready.Sub(killed).Round(100*time.Millisecond), countsString(errsDown), countsString(errorFrames(l)),
+		firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound, settle.Round(time.Millisecond),
+		o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
+		l.reconnects(), len(durableSubs(subsAfter)), strings.Join(rssNotes, ", "), r)
+	if o.silent != 0 {
+		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", o.silent)
+	}
+	if r.lost != 0 || r.dups != 0 || r.outOfOrder != 0 {
+		t.Errorf("acked chat messages lost=%d duplicated=%d out_of_order=%d", r.lost, r.dups, r.outOfOrder)
+	}
+	if o.sentDuring == 0 {
+		t.Error("no frame was sent while the broker was down: the fault was not exercised")
+	}
+}
