@@ -85,6 +85,7 @@ done
 [ -n "$OUT" ] || OUT="$LT/results/$(date -u +%Y-%m-%d)"
 RAW="$OUT/raw"
 mkdir -p "$RAW" "$BIN"
+OUT="$(cd "$OUT" && pwd)"; RAW="$OUT/raw" # absolute: wsload runs inside $OUT
 WORK="$(mktemp -d)"
 LOG="$OUT/run.log"
 : > "$LOG"
