@@ -266,8 +266,8 @@ CF_VER="$([ -x "$BIN/centrifugo" ] && "$BIN/centrifugo" version 2>/dev/null | he
     echo "- danmaku: the fanout room ($FANOUT_MEMBERS members) at live-comment rates: $DANMAKU_RATE msgs/s of $SIZE B"
     echo "  from $DANMAKU_PUBLISHERS publishers for $DURATION; rows labelled \"rate=$DANMAKU_RATE\" in the fanout table." ;;
   esac
-  echo "- Switchboard's room chatter is paced by the edge (-coalesce, default 200 ms, Nagle-like:"
-  echo "  a lone message goes at once, the ones following within 200 ms of a flush leave together in"
+  echo "- Switchboard's room chatter is paced by the edge (-coalesce, default 300 ms, Nagle-like:"
+  echo "  a lone message goes at once, the ones following within 300 ms of a flush leave together in"
   echo "  one writev per connection); \"switchboard-nocoalesce\" is the same binary with -coalesce 0."
   echo "  Centrifugo runs with its defaults." 
   echo "- Shared 2-core box: absolute rates are modest and vary between runs; compare systems within"
