@@ -208,9 +208,10 @@ func repliedSince(cl *chatClient, since time.Time) bool {
 // runs it, but Pulsar 4.0.8 standalone (RocksDB metadata, no sessions) does not come back
 // reliably from it: the crashed bookie's registration /ledgers/available/127.0.0.1:PORT is
 // left in the metadata, and in about 1 restart in 5 here the new bookie's registration lock
-// then flaps (the node deleted and re-created thousands of times a minute) so the broker finds
-// "Not enough non-faulty bookies" for every topic load and chat never flows again; the other
-// crash restarts passed like the stopped ones. A stop unregisters the bookie first.
+// then flaps (the node deleted and re-created thousands of times a minute: two ResourceLocks
+// on one path, as in apache/pulsar#17759) so the broker finds "Not enough non-faulty bookies"
+// for every topic load and chat never flows again; the other crash restarts passed like the
+// stopped ones (figures in the FAULT line). A stop unregisters the bookie first.
 //
 // While the broker is down the edges' producers hold what clients publish (the Pulsar client
 // queues it until the producer reconnects, up to MaxPendingMessages per producer; beyond that a
