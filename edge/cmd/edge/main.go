@@ -50,7 +50,8 @@ type options struct {
 	origins                                   []string
 	loops, maxPerSource                       int
 	sourceRate                                float64
-	drain, moveJitter, lease                  time.Duration
+	drain, moveJitter, lease, coalesce        time.Duration
+	reusePort                                 bool
 	logLevel                                  slog.Level
 }
 
@@ -77,6 +78,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.maxPerSource, "max-conns-per-source", cli.EnvInt("SB_EDGE_MAX_CONNS_PER_SOURCE", 0), "connections one remote IP may hold; over it 429 (SB_EDGE_MAX_CONNS_PER_SOURCE; 0: no cap — behind a balancer, cap at the balancer)")
 	fs.Float64Var(&o.sourceRate, "source-handshake-rate", 0, "new connections per second per remote IP, burst 2x; over it 429 (0: no cap)")
 	fs.StringVar(&o.adminToken, "admin-token", cli.Env("SB_ADMIN_TOKEN", ""), "bearer token for POST /admin/drain (SB_ADMIN_TOKEN; empty: no admin endpoint)")
+	fs.DurationVar(&o.coalesce, "coalesce", cli.EnvDuration("SB_EDGE_COALESCE", 300*time.Millisecond), "room chatter (ordinary danmaku) to a connection is written at most once per this interval, several frames in one writev; a lone message goes at once; chat, acks and paid/moderator/system messages never wait (SB_EDGE_COALESCE; 0: one write per frame)")
+	fs.BoolVar(&o.reusePort, "reuseport", !cli.EnvBool("SB_EDGE_NO_REUSEPORT"), "SO_REUSEPORT: every event loop accepts on its own listener (SB_EDGE_NO_REUSEPORT=true turns it off; off for port 0; an address already in use is still an error)")
 	verbose := fs.Bool("v", cli.EnvBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
 	if err := cli.Parse(fs, args); err != nil {
 		return o, err
@@ -176,6 +179,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mux.Handle("/", web.Handler(web.Config{WS: strings.TrimPrefix(o.path, "/"), Auth: auth}))
 	}
 
+	reusePort, err := cli.ReusePort(o.addr, o.reusePort)
+	if err != nil {
+		return err
+	}
 	srv, err = edge.New(edge.Config{
 		ID:                  o.id,
 		Addr:                o.addr,
@@ -193,6 +200,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		HTTPHandler:         mux,
 		DrainWindow:         o.drain,
 		MoveJitter:          o.moveJitter,
+		WriteCoalesce:       o.coalesce,
+		ReusePort:           reusePort,
 		Logger:              log.With("component", "edge"),
 	})
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -101,17 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.rport {
-		// SO_REUSEPORT would let a second process bind the same port and share its
-		// connections: refuse an address that is taken, as a plain listener would. Port 0
-		// would give every loop a different port.
-		if _, port, err := net.SplitHostPort(o.addr); err != nil || port == "0" {
-			o.rport = false
-		} else if ln, err := net.Listen("tcp", o.addr); err != nil {
-			return fmt.Errorf("listen %s: %w", o.addr, err)
-		} else {
-			_ = ln.Close()
-		}
+	if o.rport, err = cli.ReusePort(o.addr, o.rport); err != nil {
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler(web.Config{}))

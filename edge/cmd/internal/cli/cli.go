@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -124,4 +125,24 @@ func SubscribeRetry(ctx context.Context, b bus.Bus, srv *edge.Server, namespace 
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// ReusePort reports whether an edge listening on addr should set SO_REUSEPORT (every event
+// loop accepts on its own listener, no hand-off of new connections between threads) when want
+// says so. SO_REUSEPORT would let a second process bind the same port and share its
+// connections: an address that is taken is refused, as a plain listener would refuse it. Port
+// 0 would give every loop a different port, so it gets no SO_REUSEPORT.
+func ReusePort(addr string, want bool) (bool, error) {
+	if !want {
+		return false, nil
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" {
+		return false, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	_ = ln.Close()
+	return true, nil
 }

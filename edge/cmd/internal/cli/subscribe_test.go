@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,4 +71,25 @@ func TestSubscribeRetry(t *testing.T) {
 			t.Fatalf("SubscribeRetry = %v, want canceled wrapping unavailable", err)
 		}
 	})
+}
+
+func TestReusePort(t *testing.T) {
+	if ok, err := ReusePort("127.0.0.1:0", true); ok || err != nil {
+		t.Errorf("port 0: ReusePort = %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := ReusePort("127.0.0.1:1", false); ok || err != nil {
+		t.Errorf("not wanted: ReusePort = %v, %v; want false, nil", ok, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if ok, err := ReusePort(addr, true); ok || err == nil {
+		t.Errorf("taken address: ReusePort = %v, %v; want false and an error", ok, err)
+	}
+	_ = ln.Close()
+	if ok, err := ReusePort(addr, true); !ok || err != nil {
+		t.Errorf("free address: ReusePort = %v, %v; want true, nil", ok, err)
+	}
 }
