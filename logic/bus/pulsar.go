@@ -52,8 +52,10 @@ type PulsarConfig struct {
 	// MaxPendingMessages bounds each producer's queue of messages sent and not yet confirmed by
 	// the broker; a Publish beyond it fails with ErrFull instead of blocking. Zero means 4096.
 	MaxPendingMessages int
-	// SendTimeout is how long a message may wait for the broker's confirmation (across
-	// reconnects) before it fails with ErrUnavailable. Zero means 5s.
+	// SendTimeout is how long a message may wait for the broker's confirmation before it fails
+	// with ErrTimeout (outcome unknown: the broker may still store it). While a producer
+	// reconnects, the bus fails it itself 1s later (the client's timeout does not cover
+	// messages queued during a reconnect). Zero means 5s.
 	SendTimeout time.Duration
 	// OperationTimeout bounds producer/consumer creation and lookups. Zero means 5s.
 	OperationTimeout time.Duration
@@ -291,25 +293,63 @@ func (b *Pulsar) forget(name string, t *pulsarTopic) {
 	b.mu.Unlock()
 }
 
+// sendGrace is how long after SendTimeout a publish still unconfirmed is failed by the bus
+// itself: the client's own timeout, which comes first while it is connected, only covers
+// messages its connection loop has taken; while it reconnects to a broker that is down or
+// restarting, messages wait in its queue without a deadline (a broker restart of ~40s held
+// them that long: edge/cmd/faults TestPulsarRestart).
+const sendGrace = time.Second
+
+// pubWait is one message handed to a producer: done runs exactly once, with the broker's
+// answer, or with ErrTimeout once SendTimeout+sendGrace passed without one (a later answer
+// is then dropped: the message may still be stored, which is what ErrTimeout says).
+type pubWait struct {
+	b        *Pulsar
+	name     string
+	t        *pulsarTopic
+	ctx      context.Context
+	done     func(error)
+	answered atomic.Bool
+	returned atomic.Bool // SendAsync returned: done may be called on the client's goroutine
+	timer    *time.Timer
+}
+
+// expire is the timer's function: the broker did not answer in time.
+func (w *pubWait) expire() {
+	if w.answered.CompareAndSwap(false, true) {
+		w.b.notes.post(w.done, fmt.Errorf("%w: no confirmation from the broker within %v (publish held while the producer reconnects)",
+			ErrTimeout, w.b.cfg.SendTimeout+sendGrace))
+	}
+}
+
+// answer is the producer's callback.
+func (w *pubWait) answer(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+	if !w.answered.CompareAndSwap(false, true) {
+		return // already failed by expire
+	}
+	w.timer.Stop()
+	b := w.b
+	if err != nil {
+		if errors.Is(err, pulsar.ErrProducerClosed) && !b.closed.Load() {
+			b.forget(w.name, w.t) // closed by the broker side (topic deleted, fenced): recreate on next use
+		}
+		err = b.mapErr(w.ctx, err)
+	}
+	if !w.returned.Load() {
+		b.notes.post(w.done, err)
+		return
+	}
+	w.done(err)
+}
+
 // send hands m to t's producer p. The callback may run inside SendAsync (refusals); such calls
-// are redirected to the notifier so that done never runs on the publisher's goroutine.
+// are redirected to the notifier so that done never runs on the publisher's goroutine. Either
+// way done runs once, within SendTimeout+sendGrace.
 func (b *Pulsar) send(ctx context.Context, name string, t *pulsarTopic, p pulsar.Producer, m Message, done func(error)) {
-	var returned atomic.Bool
-	p.SendAsync(ctx, &pulsar.ProducerMessage{Payload: m.Payload, Key: m.Key, Properties: m.Props},
-		func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
-			if err != nil {
-				if errors.Is(err, pulsar.ErrProducerClosed) && !b.closed.Load() {
-					b.forget(name, t) // closed by the broker side (topic deleted, fenced): recreate on next use
-				}
-				err = b.mapErr(ctx, err)
-			}
-			if !returned.Load() {
-				b.notes.post(done, err)
-				return
-			}
-			done(err)
-		})
-	returned.Store(true)
+	w := &pubWait{b: b, name: name, t: t, ctx: ctx, done: done}
+	w.timer = time.AfterFunc(b.cfg.SendTimeout+sendGrace, w.expire)
+	p.SendAsync(ctx, &pulsar.ProducerMessage{Payload: m.Payload, Key: m.Key, Properties: m.Props}, w.answer)
+	w.returned.Store(true)
 }
 
 func (b *Pulsar) mapErr(ctx context.Context, err error) error {

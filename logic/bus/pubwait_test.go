@@ -1,0 +1,72 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+)
+
+// stuckProducer is a producer whose connection loop is busy reconnecting: SendAsync queues the
+// message and answers only when told to (answer), if ever.
+type stuckProducer struct {
+	pulsar.Producer
+	cb func(pulsar.MessageID, *pulsar.ProducerMessage, error)
+}
+
+func (p *stuckProducer) SendAsync(_ context.Context, m *pulsar.ProducerMessage, cb func(pulsar.MessageID, *pulsar.ProducerMessage, error)) {
+	p.cb = cb
+}
+
+// TestSendHeldByReconnectTimesOut: a message the producer holds without a deadline (it is
+// reconnecting) is failed by the bus with ErrTimeout once SendTimeout+sendGrace passed; the
+// producer's late answer is dropped: done runs exactly once.
+func TestSendHeldByReconnectTimesOut(t *testing.T) {
+	b := &Pulsar{cfg: PulsarConfig{SendTimeout: 100 * time.Millisecond}, notes: newNotifier()}
+	p := &stuckProducer{}
+	var calls atomic.Int32
+	errc := make(chan error, 2)
+	start := time.Now()
+	b.send(context.Background(), "t", &pulsarTopic{}, p, Message{Key: "k", Payload: []byte("x")}, func(err error) {
+		calls.Add(1)
+		errc <- err
+	})
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("done not called within 10s of a publish the producer holds")
+	}
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("done(%v), want ErrTimeout", err)
+	}
+	if took := time.Since(start); took < b.cfg.SendTimeout+sendGrace {
+		t.Errorf("failed after %v, before SendTimeout+sendGrace (%v)", took, b.cfg.SendTimeout+sendGrace)
+	}
+	p.cb(nil, nil, nil) // the broker's answer, too late
+	b.notes.wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("done called %d times, want 1", n)
+	}
+}
+
+// TestSendAnsweredStopsTheTimer: an answered publish is reported once and its timer stopped.
+func TestSendAnsweredStopsTheTimer(t *testing.T) {
+	b := &Pulsar{cfg: PulsarConfig{SendTimeout: time.Hour}, notes: newNotifier()}
+	p := &stuckProducer{}
+	var calls atomic.Int32
+	b.send(context.Background(), "t", &pulsarTopic{}, p, Message{Key: "k"}, func(err error) {
+		if err != nil {
+			t.Errorf("done(%v), want nil", err)
+		}
+		calls.Add(1)
+	})
+	p.cb(nil, nil, nil)
+	b.notes.wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("done called %d times, want 1", n)
+	}
+}
