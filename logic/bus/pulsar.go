@@ -1,11 +1,13 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -53,10 +55,21 @@ type PulsarConfig struct {
 	// the broker; a Publish beyond it fails with ErrFull instead of blocking. Zero means 4096.
 	MaxPendingMessages int
 	// SendTimeout is how long a message may wait for the broker's confirmation before it fails
-	// with ErrTimeout (outcome unknown: the broker may still store it). While a producer
-	// reconnects, the bus fails it itself 1s later (the client's timeout does not cover
-	// messages queued during a reconnect). Zero means 5s.
+	// with ErrTimeout (outcome unknown: the broker may still store it). The client applies it
+	// only to messages its connection loop has taken: while a producer reconnects to a broker
+	// that is down or restarting, newer messages wait in its queue (at most
+	// MaxPendingMessages) until it is back, however long that takes; see HeldTimeout.
+	// Zero means 5s.
 	SendTimeout time.Duration
+	// HeldTimeout, when positive, bounds every publish's wait for the broker's answer,
+	// reconnects included: past it, done gets ErrTimeout (outcome unknown: the message stays
+	// queued and may still be stored; a later answer is dropped). For an edge, whose clients
+	// should hear within seconds that a frame's fate is unknown. Zero leaves held messages
+	// waiting for the broker, which keeps a consumer's frames in order: logic must not
+	// answer a frame (and let the key's next frame overtake it) while its deliveries may still
+	// be stored. A positive value below SendTimeout is raised to SendTimeout+1s. It costs a
+	// copy of every payload (done may run while the producer still holds the message).
+	HeldTimeout time.Duration
 	// OperationTimeout bounds producer/consumer creation and lookups. Zero means 5s.
 	OperationTimeout time.Duration
 	// ConnectionTimeout bounds establishing a TCP connection to a broker. Zero means 3s.
@@ -121,6 +134,9 @@ func NewPulsar(cfg PulsarConfig) (*Pulsar, error) {
 	}
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 5 * time.Second
+	}
+	if cfg.HeldTimeout > 0 && cfg.HeldTimeout < cfg.SendTimeout {
+		cfg.HeldTimeout = cfg.SendTimeout + time.Second
 	}
 	if cfg.OperationTimeout <= 0 {
 		cfg.OperationTimeout = 5 * time.Second
@@ -293,16 +309,9 @@ func (b *Pulsar) forget(name string, t *pulsarTopic) {
 	b.mu.Unlock()
 }
 
-// sendGrace is how long after SendTimeout a publish still unconfirmed is failed by the bus
-// itself: the client's own timeout, which comes first while it is connected, only covers
-// messages its connection loop has taken; while it reconnects to a broker that is down or
-// restarting, messages wait in its queue without a deadline (a broker restart of ~40s held
-// them that long: edge/cmd/faults TestPulsarRestart).
-const sendGrace = time.Second
-
 // pubWait is one message handed to a producer: done runs exactly once, with the broker's
-// answer, or with ErrTimeout once SendTimeout+sendGrace passed without one (a later answer
-// is then dropped: the message may still be stored, which is what ErrTimeout says).
+// answer, or with ErrTimeout once HeldTimeout passed without one (a later answer is then
+// dropped: the message may still be stored, which is what ErrTimeout says).
 type pubWait struct {
 	b        *Pulsar
 	name     string
@@ -311,14 +320,14 @@ type pubWait struct {
 	done     func(error)
 	answered atomic.Bool
 	returned atomic.Bool // SendAsync returned: done may be called on the client's goroutine
-	timer    *time.Timer
+	timer    *time.Timer // nil without HeldTimeout
 }
 
 // expire is the timer's function: the broker did not answer in time.
 func (w *pubWait) expire() {
 	if w.answered.CompareAndSwap(false, true) {
-		w.b.notes.post(w.done, fmt.Errorf("%w: no confirmation from the broker within %v (publish held while the producer reconnects)",
-			ErrTimeout, w.b.cfg.SendTimeout+sendGrace))
+		w.b.notes.post(w.done, fmt.Errorf("%w: no confirmation from the broker within %v (held while the producer reconnects)",
+			ErrTimeout, w.b.cfg.HeldTimeout))
 	}
 }
 
@@ -327,7 +336,9 @@ func (w *pubWait) answer(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err erro
 	if !w.answered.CompareAndSwap(false, true) {
 		return // already failed by expire
 	}
-	w.timer.Stop()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 	b := w.b
 	if err != nil {
 		if errors.Is(err, pulsar.ErrProducerClosed) && !b.closed.Load() {
@@ -344,10 +355,16 @@ func (w *pubWait) answer(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err erro
 
 // send hands m to t's producer p. The callback may run inside SendAsync (refusals); such calls
 // are redirected to the notifier so that done never runs on the publisher's goroutine. Either
-// way done runs once, within SendTimeout+sendGrace.
+// way done runs once (within HeldTimeout if set).
 func (b *Pulsar) send(ctx context.Context, name string, t *pulsarTopic, p pulsar.Producer, m Message, done func(error)) {
 	w := &pubWait{b: b, name: name, t: t, ctx: ctx, done: done}
-	w.timer = time.AfterFunc(b.cfg.SendTimeout+sendGrace, w.expire)
+	if b.cfg.HeldTimeout > 0 {
+		// done may run while the producer still holds the message, and the caller may then
+		// reuse its buffers: the producer gets copies.
+		m.Payload = bytes.Clone(m.Payload)
+		m.Props = maps.Clone(m.Props)
+		w.timer = time.AfterFunc(b.cfg.HeldTimeout, w.expire)
+	}
 	p.SendAsync(ctx, &pulsar.ProducerMessage{Payload: m.Payload, Key: m.Key, Properties: m.Props}, w.answer)
 	w.returned.Store(true)
 }

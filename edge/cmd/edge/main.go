@@ -79,7 +79,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.sourceRate, "source-handshake-rate", 0, "new connections per second per remote IP, burst 2x; over it 429 (0: no cap)")
 	fs.StringVar(&o.adminToken, "admin-token", cli.Env("SB_ADMIN_TOKEN", ""), "bearer token for POST /admin/drain (SB_ADMIN_TOKEN; empty: no admin endpoint)")
 	fs.DurationVar(&o.coalesce, "coalesce", cli.EnvDuration("SB_EDGE_COALESCE", 300*time.Millisecond), "room chatter (ordinary danmaku) to a connection is written at most once per this interval, several frames in one writev; a lone message goes at once; chat, acks and paid/moderator/system messages never wait (SB_EDGE_COALESCE; 0: one write per frame)")
-	fs.BoolVar(&o.reusePort, "reuseport", !cli.EnvBool("SB_EDGE_NO_REUSEPORT"), "SO_REUSEPORT: every event loop accepts on its own listener (SB_EDGE_NO_REUSEPORT=true turns it off; off for port 0; an address already in use is still an error)")
+	fs.BoolVar(&o.reusePort, "reuseport", cli.EnvBool("SB_EDGE_REUSEPORT"), "SO_REUSEPORT: every event loop accepts on its own listener: more handshakes per CPU-second, but a busy loop's own accept queue overflows in a reconnect storm (SB_EDGE_REUSEPORT; off for port 0; an address already in use is still an error)")
 	verbose := fs.Bool("v", cli.EnvBool("SB_VERBOSE"), "debug logging (SB_VERBOSE)")
 	if err := cli.Parse(fs, args); err != nil {
 		return o, err
@@ -127,7 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer func() { _ = stopTracing(context.Background()) }()
 
-	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, Logger: log.With("component", "pulsar")})
+	// HeldTimeout: a client hears within seconds that a frame's fate is unknown (1009) even while
+	// the broker is down or restarting, instead of waiting for it to come back.
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, HeldTimeout: 6 * time.Second, Logger: log.With("component", "pulsar")})
 	if err != nil {
 		return err
 	}

@@ -468,24 +468,30 @@ func (l *load) users() []string {
 
 // send starts every client sending rate messages per second to its peer, until stopSending.
 func (l *load) send(rate float64) {
-	every := time.Duration(float64(time.Second) / rate)
 	for _, cl := range l.clients {
-		l.txWG.Add(1)
-		go func() {
-			defer l.txWG.Done()
-			sleepCtx(context.Background(), rand.N(every))
-			tk := time.NewTicker(every)
-			defer tk.Stop()
-			for {
-				select {
-				case <-l.stopTx:
-					return
-				case <-tk.C:
-					cl.sendChat(l.peer[cl].user)
-				}
-			}
-		}()
+		tick(&l.txWG, l.stopTx, rate, func() { cl.sendChat(l.peer[cl].user) })
 	}
+}
+
+// tick calls fn rate times a second, from a random phase, on a goroutine of its own (tracked by
+// wg) until stop is closed.
+func tick(wg *sync.WaitGroup, stop <-chan struct{}, rate float64, fn func()) {
+	every := time.Duration(float64(time.Second) / rate)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sleepCtx(context.Background(), rand.N(every))
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				fn()
+			}
+		}
+	}()
 }
 
 func (l *load) stopSending() {

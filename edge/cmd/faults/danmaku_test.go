@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -251,24 +250,9 @@ func (d *dmLoad) publish(perEdge int, rate float64, want int) {
 		}
 		d.pubs = append(d.pubs, ms[:perEdge]...)
 	}
-	every := time.Duration(float64(time.Second) / rate)
 	d.startTx = time.Now()
 	for _, p := range d.pubs {
-		d.txWG.Add(1)
-		go func() {
-			defer d.txWG.Done()
-			sleepCtx(context.Background(), rand.N(every))
-			tk := time.NewTicker(every)
-			defer tk.Stop()
-			for {
-				select {
-				case <-d.stopTx:
-					return
-				case <-tk.C:
-					p.publish()
-				}
-			}
-		}()
+		tick(&d.txWG, d.stopTx, rate, func() { p.publish() })
 	}
 	eventually(d.t, 30*time.Second, "danmaku flowing to every member", func() bool {
 		for _, m := range d.members {

@@ -186,19 +186,6 @@ func durableSubs(subs map[string][]string) []string {
 	return out
 }
 
-// repliedSince reports whether cl got a chat.send reply (stored by logic, answered through the
-// bus) for a message it sent after since.
-func repliedSince(cl *chatClient, since time.Time) bool {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	for i := len(cl.order) - 1; i >= 0 && cl.order[i].sentAt.After(since); i-- {
-		if cl.order[i].replied {
-			return true
-		}
-	}
-	return false
-}
-
 // TestPulsarRestart stops the Pulsar broker under chat load (pulsar.sh stop), keeps it down
 // 10 s, and starts it again on the same ports with its data (pulsar.sh start with
 // SB_PULSAR_KEEP_DATA=1): namespaces, topics, subscriptions and unconsumed messages survive.
@@ -244,14 +231,7 @@ func TestPulsarRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("subscriptions before the crash: %v", err)
 	}
-	var edgePids []int
-	before := map[int]int{}
-	for _, e := range c.edges {
-		pid := e.cmd.Process.Pid
-		edgePids = append(edgePids, pid)
-		before[pid] = rssKiB(pid)
-	}
-	rss := sampleRSS(edgePids)
+	w := watchEdges(c)
 
 	crash := os.Getenv("FAULTS_PULSAR_CRASH") != ""
 	how := "stopped (pulsar.sh stop, SIGTERM)"
@@ -281,31 +261,8 @@ func TestPulsarRestart(t *testing.T) {
 		t.Fatalf("namespace %s gone after the restart (data not kept): %v", c.ns, ns)
 	}
 
-	// Chat flows again: every client got a chat.send reply for a message sent after "ready".
-	var firstFlow time.Duration
-	recovered := eventually(t, recoverBound, "chat flowing again for every client after the broker restarted", func() bool {
-		n := 0
-		for _, cl := range l.clients {
-			if repliedSince(cl, ready) {
-				n++
-			}
-		}
-		if n > 0 && firstFlow == 0 {
-			firstFlow = time.Since(ready)
-		}
-		return n == len(l.clients)
-	})
-	// A little more traffic on the recovered bus, then every frame must be answered.
-	time.Sleep(2 * time.Second)
-	l.stopSending()
-	var o outageTally
-	settle := eventually(t, 30*time.Second, "every chat.send answered (ack, reply or error frame)", func() bool {
-		o = l.tally(killed, ready)
-		return o.silent == 0
-	})
-	peak := rss.finish()
-	r := l.verify(syncWait)
-
+	b := l.afterBroker(c, w, killed, ready, recoverBound, rssBound)
+	o := b.o
 	subsAfter, err := pp.subscriptions(c.ns)
 	if err != nil {
 		t.Errorf("subscriptions after the restart: %v", err)
@@ -315,30 +272,9 @@ func TestPulsarRestart(t *testing.T) {
 			t.Errorf("subscription %q present before the crash is gone after the restart", s)
 		}
 	}
-	for _, p := range append(append([]*proc{}, c.logics...), c.edges[0].proc, c.edges[1].proc) {
-		if p.exited() {
-			t.Errorf("%s exited during the broker restart: %v\n%s", p.name, p.err, p.tail(20))
-		}
-	}
-	var rssNotes []string
-	for i, pid := range edgePids {
-		rssNotes = append(rssNotes, fmt.Sprintf("%s %d→peak %d MiB", c.edges[i].id, before[pid]>>10, peak[pid]>>10))
-		if peak[pid]-before[pid] > rssBound {
-			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the restart (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
-		}
-	}
 	t.Logf("FAULT pulsar-restart: broker %s under %d clients × %.0f msg/s (stop took %v), down %v, then restarted with its data: ready %v after the restart began (%v after the stop began); error frames while it was down: %s (count×code), by the end: %s; first chat.send reply %v and every client's %v after ready (bound %v); every frame answered %v after the load stopped; frames sent while down: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (stored and replied to anyway: %s) closed-with-conn=%d silent=%d; client reconnects %d; %d durable subscriptions kept; edge RSS %s; %s",
 		how, len(l.clients), rate, stopTook.Round(100*time.Millisecond), outage, ready.Sub(restarting).Round(100*time.Millisecond), ready.Sub(killed).Round(100*time.Millisecond), countsString(errsDown), countsString(errorFrames(l)),
-		firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound, settle.Round(time.Millisecond),
+		b.firstFlow.Round(time.Millisecond), b.recovered.Round(time.Millisecond), recoverBound, b.settle.Round(time.Millisecond),
 		o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, countsString(storedErrors(l)), o.closedConn, o.silent,
-		l.reconnects(), len(durableSubs(subsAfter)), strings.Join(rssNotes, ", "), r)
-	if o.silent != 0 {
-		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", o.silent)
-	}
-	if r.lost != 0 || r.dups != 0 || r.outOfOrder != 0 {
-		t.Errorf("acked chat messages lost=%d duplicated=%d out_of_order=%d", r.lost, r.dups, r.outOfOrder)
-	}
-	if o.sentDuring == 0 {
-		t.Error("no frame was sent while the broker was down: the fault was not exercised")
-	}
+		l.reconnects(), len(durableSubs(subsAfter)), b.rss, b.r)
 }

@@ -260,6 +260,102 @@ func (l *load) tally(from, to time.Time) outageTally {
 	return o
 }
 
+// edgeWatch samples the edges' peak RSS from just before a fault.
+type edgeWatch struct {
+	c      *cluster
+	pids   []int
+	before map[int]int // KiB
+	rss    *rssSampler
+}
+
+func watchEdges(c *cluster) *edgeWatch {
+	w := &edgeWatch{c: c, before: map[int]int{}}
+	for _, e := range c.edges {
+		pid := e.cmd.Process.Pid
+		w.pids = append(w.pids, pid)
+		w.before[pid] = rssKiB(pid)
+	}
+	w.rss = sampleRSS(w.pids)
+	return w
+}
+
+// repliedSince reports whether cl got a chat.send reply for a message it sent after since.
+func repliedSince(cl *chatClient, since time.Time) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for i := len(cl.order) - 1; i >= 0 && cl.order[i].sentAt.After(since); i-- {
+		if cl.order[i].replied {
+			return true
+		}
+	}
+	return false
+}
+
+// brokerBack is what the Pulsar tests measure once the broker is back.
+type brokerBack struct {
+	firstFlow, recovered time.Duration // first client's / every client's chat.send reply after back
+	settle               time.Duration // every frame answered, after the load stopped
+	o                    outageTally   // frames sent in [down, back) are "during"
+	r                    result
+	rss                  string // per edge: before → peak
+}
+
+// afterBroker waits for chat to flow again for every client (within recoverBound of back),
+// stops the load, waits for every frame to be answered and verifies the history, then asserts
+// what both Pulsar tests promise: no process exited, the edges' RSS grew by less than rssBound
+// KiB, no frame vanished silently, no acked message lost, duplicated or out of order, and
+// frames were sent during the outage.
+func (l *load) afterBroker(c *cluster, w *edgeWatch, down, back time.Time, recoverBound time.Duration, rssBound int) brokerBack {
+	t := l.t
+	t.Helper()
+	var b brokerBack
+	b.recovered = eventually(t, recoverBound, "chat flowing again for every client after the broker came back", func() bool {
+		n := 0
+		for _, cl := range l.clients {
+			if repliedSince(cl, back) {
+				n++
+			}
+		}
+		if n > 0 && b.firstFlow == 0 {
+			b.firstFlow = time.Since(back)
+		}
+		return n == len(l.clients)
+	})
+	// A little more traffic on the recovered bus, then every frame must be answered.
+	time.Sleep(2 * time.Second)
+	l.stopSending()
+	b.settle = eventually(t, 30*time.Second, "every chat.send answered (ack, reply or error frame)", func() bool {
+		b.o = l.tally(down, back)
+		return b.o.silent == 0
+	})
+	peak := w.rss.finish()
+	b.r = l.verify(syncWait)
+
+	for _, p := range append(append([]*proc{}, c.logics...), c.edges[0].proc, c.edges[1].proc) {
+		if p.exited() {
+			t.Errorf("%s exited while the broker was away: %v\n%s", p.name, p.err, p.tail(20))
+		}
+	}
+	var notes []string
+	for i, pid := range w.pids {
+		notes = append(notes, fmt.Sprintf("%s %d→peak %d MiB", c.edges[i].id, w.before[pid]>>10, peak[pid]>>10))
+		if peak[pid]-w.before[pid] > rssBound {
+			t.Errorf("edge %s RSS grew from %d KiB to %d KiB while the broker was away (bound +%d KiB)", c.edges[i].id, w.before[pid], peak[pid], rssBound)
+		}
+	}
+	b.rss = strings.Join(notes, ", ")
+	if b.o.silent != 0 {
+		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", b.o.silent)
+	}
+	if b.r.lost != 0 || b.r.dups != 0 || b.r.outOfOrder != 0 {
+		t.Errorf("acked chat messages lost=%d duplicated=%d out_of_order=%d", b.r.lost, b.r.dups, b.r.outOfOrder)
+	}
+	if b.o.sentDuring == 0 {
+		t.Error("no frame was sent while the broker was away: the fault was not exercised")
+	}
+	return b
+}
+
 // TestPulsarOutage stops the Pulsar broker for 10 s under chat load and lets it run again.
 //
 // The broker is a private standalone (deploy/local/pulsar.sh in a state directory of the test).
@@ -286,14 +382,7 @@ func TestPulsarOutage(t *testing.T) {
 	l.send(rate)
 	l.warm(warmup)
 
-	var edgePids []int
-	before := map[int]int{}
-	for _, e := range c.edges {
-		pid := e.cmd.Process.Pid
-		edgePids = append(edgePids, pid)
-		before[pid] = rssKiB(pid)
-	}
-	rss := sampleRSS(edgePids)
+	w := watchEdges(c)
 	if pp.pid() == 0 {
 		t.Fatal("no pid for the private broker")
 	}
@@ -312,65 +401,10 @@ func TestPulsarOutage(t *testing.T) {
 	pp.signal(syscall.SIGCONT)
 	resumed := time.Now()
 
-	// Chat flows again: every client got a chat.send reply (stored by logic, answered through
-	// the bus) for a message it sent after the broker resumed.
-	flowing := func(cl *chatClient) bool {
-		cl.mu.Lock()
-		defer cl.mu.Unlock()
-		for i := len(cl.order) - 1; i >= 0 && cl.order[i].sentAt.After(resumed); i-- {
-			if cl.order[i].replied {
-				return true
-			}
-		}
-		return false
-	}
-	var firstFlow time.Duration
-	recovered := eventually(t, recoverBound, "chat flowing again for every client after the broker resumed", func() bool {
-		n := 0
-		for _, cl := range l.clients {
-			if flowing(cl) {
-				n++
-			}
-		}
-		if n > 0 && firstFlow == 0 {
-			firstFlow = time.Since(resumed)
-		}
-		return n == len(l.clients)
-	})
-	// A little more traffic on the recovered bus, then every frame must be answered.
-	time.Sleep(2 * time.Second)
-	l.stopSending()
-	var o outageTally
-	settle := eventually(t, 30*time.Second, "every chat.send answered (ack, reply or error frame)", func() bool {
-		o = l.tally(stopped, resumed)
-		return o.silent == 0
-	})
-	peak := rss.finish()
-	r := l.verify(syncWait)
-
-	for _, p := range append(append([]*proc{}, c.logics...), c.edges[0].proc, c.edges[1].proc) {
-		if p.exited() {
-			t.Errorf("%s exited during the outage: %v\n%s", p.name, p.err, p.tail(20))
-		}
-	}
-	var rssNotes []string
-	for i, pid := range edgePids {
-		rssNotes = append(rssNotes, fmt.Sprintf("%s %d→peak %d MiB", c.edges[i].id, before[pid]>>10, peak[pid]>>10))
-		if peak[pid]-before[pid] > rssBound {
-			t.Errorf("edge %s RSS grew from %d KiB to %d KiB during the outage (bound +%d KiB)", c.edges[i].id, before[pid], peak[pid], rssBound)
-		}
-	}
+	b := l.afterBroker(c, w, stopped, resumed, recoverBound, rssBound)
+	o := b.o
 	t.Logf("FAULT pulsar-outage: broker SIGSTOPped %v under %d clients × %.0f msg/s; %d error frames (1005 unavailable / 1009 timeout) during the outage; first chat.send reply %v and every client's %v after SIGCONT (bound %v); every frame answered %v after the load stopped; frames sent during the outage: %d (acked later %d, error frame %d); all frames: answered=%d errors=%d (of which stored and replied to anyway: %d) closed-with-conn=%d silent=%d; client reconnects %d; edge RSS %s; %s",
-		outage, len(l.clients), rate, errsDuringOutage, firstFlow.Round(time.Millisecond), recovered.Round(time.Millisecond), recoverBound,
-		settle.Round(time.Millisecond), o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
-		l.reconnects(), strings.Join(rssNotes, ", "), r)
-	if o.silent != 0 {
-		t.Errorf("%d frames vanished silently (no ack, no error, connection still open)", o.silent)
-	}
-	if r.lost != 0 || r.dups != 0 {
-		t.Errorf("acked chat messages lost=%d duplicated=%d", r.lost, r.dups)
-	}
-	if o.sentDuring == 0 {
-		t.Error("no frame was sent during the outage: the fault was not exercised")
-	}
+		outage, len(l.clients), rate, errsDuringOutage, b.firstFlow.Round(time.Millisecond), b.recovered.Round(time.Millisecond), recoverBound,
+		b.settle.Round(time.Millisecond), o.sentDuring, o.ackedDurng, o.errDuring, o.answered, o.errored, o.errStored, o.closedConn, o.silent,
+		l.reconnects(), b.rss, b.r)
 }

@@ -559,13 +559,7 @@ func (s *suite) keyShared(t *testing.T) {
 	}
 	const keys, per = 32, 20
 	s.publishAll(t, b, topic, keyed(keys, per))
-	s.waitFor(t, "all messages handled", func() bool {
-		n, err := log.state()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n == keys*per
-	})
+	s.waitHandled(t, log, keys*per)
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	if log.handled["a"] == 0 || log.handled["b"] == 0 {
@@ -606,13 +600,7 @@ func (s *suite) concurrency(t *testing.T) {
 	})
 	const keys, per = 16, 20
 	s.publishAll(t, b, topic, keyed(keys, per))
-	s.waitFor(t, "all messages handled", func() bool {
-		n, err := log.state()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n == keys*per
-	})
+	s.waitHandled(t, log, keys*per)
 }
 
 // keySharedJoin: a consumer that joins a Key_Shared subscription mid-stream takes over keys
@@ -646,13 +634,7 @@ func (s *suite) keySharedJoin(t *testing.T) {
 			t.Fatalf("publish: %v", err)
 		}
 	}
-	s.waitFor(t, "all messages handled", func() bool {
-		n, err := log.state()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n == keys*per
-	})
+	s.waitHandled(t, log, keys*per)
 }
 
 // nackRedelivers: a handler error negatively acknowledges; the message comes back (counted in
@@ -906,4 +888,16 @@ func (s *suite) close(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+// waitHandled waits until log holds n handled messages, failing on an order violation.
+func (s *suite) waitHandled(t *testing.T, log *keyLog, n int) {
+	t.Helper()
+	s.waitFor(t, "all messages handled", func() bool {
+		got, err := log.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got == n
+	})
 }
