@@ -5,15 +5,19 @@ package cli
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -145,4 +149,26 @@ func ReusePort(addr string, want bool) (bool, error) {
 	}
 	_ = ln.Close()
 	return true, nil
+}
+
+// Pprof serves Go's profiles under /debug/pprof/ on mux, behind a bearer token when token is
+// not empty (an edge's HTTP port is its public WebSocket port).
+func Pprof(mux *http.ServeMux, token string) {
+	guard := func(h http.HandlerFunc) http.HandlerFunc {
+		if token == "" {
+			return h
+		}
+		return func(w http.ResponseWriter, r *http.Request) {
+			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("/debug/pprof/", guard(pprof.Index))
+	mux.HandleFunc("/debug/pprof/profile", guard(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/trace", guard(pprof.Trace))
+	mux.HandleFunc("/debug/pprof/symbol", guard(pprof.Symbol))
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,5 +93,24 @@ func TestReusePort(t *testing.T) {
 	_ = ln.Close()
 	if ok, err := ReusePort(addr, true); !ok || err != nil {
 		t.Errorf("free address: ReusePort = %v, %v; want true, nil", ok, err)
+	}
+}
+
+func TestPprofToken(t *testing.T) {
+	mux := http.NewServeMux()
+	Pprof(mux, "s3cret")
+	for _, c := range []struct {
+		auth string
+		want int
+	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer s3cret", http.StatusOK}} {
+		r := httptest.NewRequest("GET", "/debug/pprof/", nil)
+		if c.auth != "" {
+			r.Header.Set("Authorization", c.auth)
+		}
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("Authorization %q: HTTP %d, want %d", c.auth, w.Code, c.want)
+		}
 	}
 }
