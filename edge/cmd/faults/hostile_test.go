@@ -305,20 +305,7 @@ func hostileSlowReader(t *testing.T, c *cluster) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, w := range clients[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tk := time.NewTicker(time.Second / 30)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-					w.sendText("", group, text)
-				}
-			}
-		}()
+		tick(&wg, stop, 30, func() { w.sendText("", group, text) })
 	}
 	start := time.Now()
 	rssPeak := rssBefore
