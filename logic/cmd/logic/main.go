@@ -75,7 +75,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.consumers, "consumers", 4, "upstream consumers in this replica")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "frames each upstream consumer handles at once (a user's frames stay in order)")
 	fs.Float64Var(&o.rate, "rate", 50, "per-user frames per second over all types (burst 2x)")
-	fs.DurationVar(&o.batching, "batching-delay", 0, "Pulsar producer batching delay; 0 = the bus default (1ms), negative disables")
+	fs.DurationVar(&o.batching, "batching-delay", -1, "Pulsar producer batching delay (0 = the bus default, 1ms; negative: off). Off by default: logic has a producer per edge topic, a batching producer wakes every delay even when idle (1ms: ~1,000 wake-ups/s each), and key-based batches rarely fill at chat rates")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
