@@ -85,7 +85,8 @@ type PulsarConfig struct {
 	// CloseTimeout bounds how long Close waits for pending publishes to be confirmed.
 	// Zero means 10s.
 	CloseTimeout time.Duration
-	// Logger receives the Pulsar client's log at Warn level and above. Nil means silent.
+	// Logger receives the Pulsar client's log at Warn level and above, a message at most once
+	// a second (the repeats counted in suppressed=N on its next line). Nil means silent.
 	Logger *slog.Logger
 }
 
@@ -157,7 +158,7 @@ func NewPulsar(cfg PulsarConfig) (*Pulsar, error) {
 	if lg == nil {
 		lg = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	lg = slog.New(minLevel{lg.Handler(), slog.LevelWarn})
+	lg = slog.New(newQuietLog(lg.Handler(), slog.LevelWarn))
 	client, err := pulsar.NewClient(pulsar.ClientOptions{
 		URL:               cfg.URL,
 		OperationTimeout:  cfg.OperationTimeout,
@@ -185,20 +186,6 @@ func (c *cappedBackoff) Next() time.Duration {
 }
 func (c *cappedBackoff) IsMaxBackoffReached() bool { return c.d >= c.max }
 func (c *cappedBackoff) Reset()                    { c.d = 0 }
-
-// minLevel drops records below a level (the Pulsar client logs every connection at Info).
-type minLevel struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min}
-}
-func (h minLevel) WithGroup(g string) slog.Handler { return minLevel{h.Handler.WithGroup(g), h.min} }
 
 // Publish implements Bus. done is called from a Pulsar client goroutine or the bus's notifier
 // goroutine, never inside Publish. The trace context of ctx is added to the properties when

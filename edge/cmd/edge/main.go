@@ -132,7 +132,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// HeldTimeout: a client hears within seconds that a frame's fate is unknown (1009) even while
 	// the broker is down or restarting, instead of waiting for it to come back.
-	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, BatchingDelay: o.batching, HeldTimeout: 6 * time.Second, Logger: log.With("component", "pulsar")})
+	// MaxPendingMessages: a reconnect storm publishes a connect event per client at once,
+	// unbatched (one key per user), faster than a broker confirms them; the bus's default of
+	// 4096 refused thousands of them in a 3,000-client storm against one edge (connects and
+	// the previous storm's disconnects in flight), which the edge then retried. 32768 covers
+	// a full edge (< 20,000 descriptors) reconnecting; HeldTimeout still bounds every wait.
+	b, err := bus.NewPulsar(bus.PulsarConfig{URL: o.pulsar, BatchingDelay: o.batching, HeldTimeout: 6 * time.Second,
+		MaxPendingMessages: 32768, Logger: log.With("component", "pulsar")})
 	if err != nil {
 		return err
 	}
