@@ -30,7 +30,8 @@ func Frame(typ string, data []byte) Out {
 //
 // A Sender from Context.Send publishes asynchronously (the runtime awaits the publishes before
 // acknowledging the frame); the one from Runtime.Sender waits for the bus to accept each
-// publish. Methods return presence failures as transient errors. Safe for use by one goroutine
+// publish. Methods return presence failures as transient errors. Every method encodes its
+// envelopes before it returns: the caller may reuse the frame's Data at once. Safe for use by one goroutine
 // at a time (a Context's) or, for Runtime.Sender, by many.
 type Sender struct {
 	rt   *Runtime

@@ -87,3 +87,20 @@ func FuzzDecodeDownstream(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendJSONString: AppendJSONString writes what json.Marshal writes, byte for byte.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "hello", "a\"b\\c", "<a href='x'>&amp;</a>", "\x00\x01\b\f\n\r\t\x1f\x7f",
+		"caf\u00e9 \u2028\u2029 \U0001F600", "bad \xff\xfe utf8 \xe2\x80", "\ufffd"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendJSONString([]byte("x"), s); string(got[1:]) != string(want) || got[0] != 'x' {
+			t.Fatalf("AppendJSONString(%q) = %s, json.Marshal = %s", s, got[1:], want)
+		}
+	})
+}

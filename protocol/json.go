@@ -369,6 +369,11 @@ func (s *scanner) value(depth int) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string exactly as encoding/json's Marshal writes it:
+// HTML characters (<, >, &) and U+2028, U+2029 escaped, invalid UTF-8 replaced by U+FFFD. For
+// hand-written encoders of hot paths that must match json.Marshal byte for byte.
+func AppendJSONString(dst []byte, s string) []byte { return appendQuoted(dst, s) }
+
 func appendQuoted(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
@@ -383,6 +388,10 @@ func appendQuoted(dst []byte, s string) []byte {
 			switch c {
 			case '"', '\\':
 				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
 			case '\n':
 				dst = append(dst, '\\', 'n')
 			case '\r':
@@ -400,6 +409,13 @@ func appendQuoted(dst []byte, s string) []byte {
 		if r == utf8.RuneError && size == 1 {
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
 			i += size
 			start = i
 			continue

@@ -28,7 +28,6 @@ package chat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -180,8 +179,10 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 		return protocol.NewError(protocol.ErrForbidden, "anonymous")
 	}
 	var req sendReq
-	if err := c.Bind(&req); err != nil {
-		return err
+	if !decodeSendFast(c.Data, &req) {
+		if err := c.Bind(&req); err != nil {
+			return err
+		}
 	}
 	switch {
 	case (req.To == "") == (req.Group == ""):
@@ -208,16 +209,17 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 	if err != nil {
 		return logic.Transient(err)
 	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	// One buffer for both frames: a Sender encodes the frame into its envelope before it
+	// returns, so the message's bytes are free again for the reply.
+	buf := make([]byte, 0, 80+jsonLen(m.Conv)*2+jsonLen(m.From)+jsonLen(m.CMID)+jsonLen(m.Text))
+	data := appendMessage(buf, &m)
 	// Chat is at-least-once: never shed.
 	if err := c.Send().ToUsers(ctx, members, logic.Out{Frame: protocol.ServerFrame{Type: TypeMsg, Data: data},
 		Priority: protocol.PrioritySystem, Exclude: c.Conn}); err != nil {
 		return err
 	}
-	return c.ReplyJSON(sendReply{Conv: conv, Seq: m.Seq, ID: m.ID, TS: m.TS, Dup: dup})
+	c.Reply(appendSendReply(data[:0], &sendReply{Conv: conv, Seq: m.Seq, ID: m.ID, TS: m.TS, Dup: dup}))
+	return nil
 }
 
 type syncReq struct {
