@@ -61,8 +61,17 @@ type MemoryStore struct {
 
 type memConv struct {
 	seq   uint64
-	log   []Message // the latest cap messages
+	log   []Message // the latest messages: at least the latest cap, at most 2*cap (see history)
 	cmids map[string]cmidEntry
+}
+
+// history is c's latest cap messages. The log holds up to twice as many, so that it is
+// trimmed (copied) once per cap appends rather than on every append past the cap.
+func (c *memConv) history(cap int) []Message {
+	if len(c.log) > cap {
+		return c.log[len(c.log)-cap:]
+	}
+	return c.log
 }
 
 type cmidEntry struct {
@@ -102,8 +111,9 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 	key := m.From + "\x00" + m.CMID
 	if m.CMID != "" {
 		if e, ok := c.cmids[key]; ok && now.Before(e.expires) {
-			if i := len(c.log) - int(c.seq-e.seq) - 1; i >= 0 {
-				return c.log[i], true, nil
+			h := c.history(s.cap)
+			if i := len(h) - int(c.seq-e.seq) - 1; i >= 0 {
+				return h[i], true, nil
 			}
 			m.Seq, m.ID = e.seq, MessageID(m.Conv, e.seq)
 			return m, true, nil
@@ -111,10 +121,10 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 	}
 	c.seq++
 	m.Seq, m.ID = c.seq, MessageID(m.Conv, c.seq)
-	c.log = append(c.log, m)
-	if len(c.log) > s.cap {
-		c.log = append(c.log[:0:0], c.log[len(c.log)-s.cap:]...)
+	if len(c.log) >= 2*s.cap {
+		c.log = append(c.log[:0:0], c.log[len(c.log)-s.cap+1:]...)
 	}
+	c.log = append(c.log, m)
 	if m.CMID != "" {
 		if len(c.cmids) > 4*s.cap {
 			for k, e := range c.cmids {
@@ -145,13 +155,14 @@ func (s *MemoryStore) Since(ctx context.Context, conv string, since uint64, limi
 	if c == nil || since >= c.seq || limit <= 0 {
 		return nil, nil
 	}
-	first := c.seq - uint64(len(c.log)) + 1
+	h := c.history(s.cap)
+	first := c.seq - uint64(len(h)) + 1
 	i := 0
 	if since+1 > first {
 		i = int(since + 1 - first)
 	}
-	end := min(len(c.log), i+limit)
-	return append([]Message(nil), c.log[i:end]...), nil
+	end := min(len(h), i+limit)
+	return append([]Message(nil), h[i:end]...), nil
 }
 
 // Ack implements Store.
