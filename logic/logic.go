@@ -145,6 +145,7 @@ type Runtime struct {
 	warn       *rate.Limiter
 	background Sender
 	spanOpts   []trace.SpanStartOption // the per-frame span's options, built once
+	now        syncPublisher           // cfg.Bus, when it accepts on the caller's goroutine; else nil
 	edgeTopics sync.Map                // edge id -> its topic name (a string built once per edge)
 	nTopics    atomic.Int32            // entries in edgeTopics (capped by maxEdgeTopics)
 
@@ -173,6 +174,7 @@ func New(cfg Config) (*Runtime, error) {
 		done:   make(chan struct{}),
 		ready:  make(chan struct{}),
 	}
+	r.now, _ = cfg.Bus.(syncPublisher)
 	r.background = Sender{rt: r}
 	r.spanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	for _, p := range cfg.Plugins {

@@ -59,6 +59,15 @@ func (p *pending) done(err error) {
 	p.wg.Done()
 }
 
+// fail records err (the first failure wins).
+func (p *pending) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
 func (p *pending) wait() error {
 	p.wg.Wait()
 	p.mu.Lock()
@@ -86,6 +95,17 @@ func encodeDownstream(d *protocol.Downstream) []byte {
 	return protocol.AppendDownstream(make([]byte, 0, n), d)
 }
 
+// syncPublisher is a bus that accepts a message on the caller's goroutine without waiting on
+// the network (bus.Memory): the runtime publishes through it instead of Publish, which would
+// hop to the bus's goroutine and back for every delivery. It takes the message (the runtime's
+// envelopes are never modified after encoding). A frame's publishes keep their order: they all
+// go through it.
+type syncPublisher interface {
+	PublishNow(ctx context.Context, topic string, m bus.Message) error
+}
+
+var _ syncPublisher = (*bus.Memory)(nil)
+
 // publishRaw publishes an encoded envelope. payload may be shared by several publishes: nobody
 // modifies it after encoding.
 func (s *Sender) publishRaw(ctx context.Context, topic, key string, payload []byte) error {
@@ -94,6 +114,18 @@ func (s *Sender) publishRaw(ctx context.Context, topic, key string, payload []by
 		m.Props = map[string]string{protocol.PropTraceparent: s.tp}
 	}
 	s.rt.stats.published.Add(1)
+	if now := s.rt.now; now != nil {
+		// The bus accepts on this goroutine: nothing to await, and the outcome is known at once.
+		err := now.PublishNow(ctx, topic, m)
+		if err != nil && s.pend != nil {
+			s.pend.fail(err)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("logic: publish %s: %w", topic, err)
+		}
+		return nil
+	}
 	if s.pend != nil {
 		s.pend.wg.Add(1)
 		if s.pend.doneFn == nil {

@@ -122,6 +122,28 @@ func (b *Memory) Publish(ctx context.Context, topic string, m Message, done func
 	}
 }
 
+// PublishNow appends m to topic on the caller's goroutine and returns the outcome Publish's
+// done would get (nil: accepted), saving the hops to the bus's goroutine and back. It takes m:
+// the caller must not modify m.Payload or m.Props afterwards (Publish copies them). It never
+// waits for anything but the topic's locks. A message published with PublishNow may overtake
+// one the same caller queued with Publish just before: a caller that needs the order of its
+// messages to one topic uses one of the two.
+func (b *Memory) PublishNow(ctx context.Context, topic string, m Message) error {
+	if topic == "" {
+		return errors.New("bus: publish: empty topic")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bus: publish: %w", err)
+	}
+	m.Props = injectTrace(ctx, m.Props)
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	return b.topic(topic).append(m)
+}
+
 func copyMessage(m Message) Message {
 	if m.Payload != nil {
 		m.Payload = slices.Clone(m.Payload)
@@ -193,7 +215,7 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 	s := t.subs[sub]
 	if s == nil {
 		s = &memSub{t: t, name: sub, mode: opts.Mode, ephemeral: opts.Ephemeral, nackDelay: nack,
-			owners: make(map[string]*keyOwner), timers: make(map[*time.Timer]struct{})}
+			owners: make(map[string]keyOwner), timers: make(map[*time.Timer]struct{})}
 		if !opts.FromLatest {
 			for _, m := range t.retainedView() {
 				s.unassigned = append(s.unassigned, &entry{msg: m})
@@ -215,6 +237,12 @@ func (b *Memory) Subscribe(ctx context.Context, topic, sub string, opts SubOptio
 	cctx, cancel := context.WithCancel(ctx)
 	c := &memConsumer{s: s, h: h, ctx: cctx, cancel: cancel, unacked: make(map[*entry]struct{}),
 		wake: make(chan struct{}, 1), exited: make(chan struct{}), concurrency: opts.Concurrency}
+	if c.concurrency > 1 {
+		c.workers = make([]*memWorker, c.concurrency)
+		for i := range c.workers {
+			c.workers[i] = &memWorker{c: c, wake: make(chan struct{}, 1)}
+		}
+	}
 	s.consumers = append(s.consumers, c)
 	go c.run()
 	if len(s.consumers) == 1 {
@@ -331,11 +359,11 @@ type memSub struct {
 	ephemeral bool
 
 	mu         sync.Mutex
-	nackDelay  time.Duration        // guarded by mu
-	unassigned []*entry             // waiting for a consumer (there is none), in seq order; guarded by mu
-	consumers  []*memConsumer       // in join order; consumers[0] is Failover's active one; guarded by mu
-	owners     map[string]*keyOwner // KeyShared: the consumer a key's assigned entries went to; guarded by mu
-	held       int                  // unacknowledged messages (assigned, dispatched, awaiting nack redelivery)
+	nackDelay  time.Duration       // guarded by mu
+	unassigned []*entry            // waiting for a consumer (there is none), in seq order; guarded by mu
+	consumers  []*memConsumer      // in join order; consumers[0] is Failover's active one; guarded by mu
+	owners     map[string]keyOwner // KeyShared: the consumer a key's assigned entries went to; guarded by mu
+	held       int                 // unacknowledged messages (assigned, dispatched, awaiting nack redelivery)
 	timers     map[*time.Timer]struct{}
 	closed     bool // the bus closed or the (ephemeral) subscription was removed
 }
@@ -366,12 +394,13 @@ func (s *memSub) assign(e *entry) {
 	c := s.consumers[0]
 	if s.mode == KeyShared {
 		key := e.msg.m.Key
-		if o := s.owners[key]; o != nil {
+		if o, ok := s.owners[key]; ok {
 			c = o.c
 			o.n++
+			s.owners[key] = o
 		} else {
 			c = s.consumers[hashKey(key)%uint32(len(s.consumers))]
-			s.owners[key] = &keyOwner{c: c, n: 1}
+			s.owners[key] = keyOwner{c: c, n: 1}
 		}
 	}
 	c.pending = append(c.pending, e)
@@ -403,8 +432,15 @@ func (s *memSub) fill(c *memConsumer) {
 		e := c.pending[0]
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
-		c.queue = append(c.queue, e)
 		c.unacked[e] = struct{}{}
+		if c.workers != nil {
+			// Straight to the key's worker: no hop through the consumer's goroutine.
+			w := c.workers[hashKey(e.msg.m.Key)%uint32(len(c.workers))]
+			w.queue = append(w.queue, e)
+			w.signal()
+			continue
+		}
+		c.queue = append(c.queue, e)
 		moved = true
 	}
 	if moved {
@@ -420,9 +456,11 @@ func (s *memSub) release(c *memConsumer, e *entry) {
 	if s.mode != KeyShared {
 		return
 	}
-	if o := s.owners[e.msg.m.Key]; o != nil && o.c == c {
+	if o, ok := s.owners[e.msg.m.Key]; ok && o.c == c {
 		if o.n--; o.n <= 0 {
 			delete(s.owners, e.msg.m.Key)
+		} else {
+			s.owners[e.msg.m.Key] = o
 		}
 	}
 }
@@ -478,20 +516,69 @@ type memConsumer struct {
 	concurrency int // SubOptions.Concurrency
 
 	pending []*entry            // assigned, waiting for room under ReceiverQueue; guarded by s.mu
-	queue   []*entry            // dispatched, not yet handed to h; guarded by s.mu
+	queue   []*entry            // dispatched, not yet handed to h (no workers); guarded by s.mu
 	unacked map[*entry]struct{} // dispatched and neither acked nor nacked; guarded by s.mu
+	workers []*memWorker        // concurrency > 1: a key's entries go to workers[hash(key) % n]; set before run
 
 	stopAfter func() bool // stops the AfterFunc watching the Subscribe ctx; set before Subscribe returns
 	closeOnce sync.Once
 }
 
+// memWorker is one of a consumer's Concurrency handler goroutines. fill hands it the entries
+// of its keys directly, in assignment order; it handles them one at a time.
+type memWorker struct {
+	c     *memConsumer
+	queue []*entry      // dispatched to this worker, not yet handled; guarded by c.s.mu
+	wake  chan struct{} // capacity 1: "queue may be non-empty"
+}
+
+// signal wakes w if it waits. Called with c.s.mu held.
+func (w *memWorker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run handles w's queue until the consumer closes. What is still queued then stays unacked:
+// close requeues it.
+func (w *memWorker) run() {
+	c := w.c
+	s := c.s
+	for {
+		s.mu.Lock()
+		var e *entry
+		if len(w.queue) > 0 {
+			e = w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+		}
+		s.mu.Unlock()
+		if e == nil {
+			select {
+			case <-w.wake:
+				continue
+			case <-c.ctx.Done():
+				return
+			}
+		}
+		if !c.handle(e) {
+			return
+		}
+	}
+}
+
 func (c *memConsumer) run() {
 	defer close(c.exited)
 	s := c.s
-	var pool *keyedPool
-	if c.concurrency > 1 {
-		pool = newKeyedPool(c.concurrency, poolDepth(s.t.b.cfg.ReceiverQueue, c.concurrency))
-		defer pool.stop() // workers skip what is still queued: it stays unacked, close requeues it
+	if c.workers != nil {
+		var wg sync.WaitGroup
+		for _, w := range c.workers {
+			wg.Go(w.run)
+		}
+		<-c.ctx.Done()
+		wg.Wait()
+		return
 	}
 	for {
 		s.mu.Lock()
@@ -510,13 +597,7 @@ func (c *memConsumer) run() {
 				return
 			}
 		}
-		if pool == nil {
-			if !c.handle(e) {
-				return
-			}
-			continue
-		}
-		if !pool.submit(c.ctx, e.msg.m.Key, func() { c.handle(e) }) {
+		if !c.handle(e) {
 			return
 		}
 	}
@@ -565,6 +646,9 @@ func (c *memConsumer) close() {
 		}
 		clear(c.unacked)
 		c.queue, c.pending = nil, nil
+		for _, w := range c.workers {
+			w.queue = nil
+		}
 		s.assignAll(es)
 		drop := s.ephemeral && len(s.consumers) == 0 && !s.closed
 		s.mu.Unlock()

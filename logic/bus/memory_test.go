@@ -114,3 +114,82 @@ func TestMemoryReceiverQueue(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestMemoryPublishNow: PublishNow accepts on the caller's goroutine; its messages reach
+// Concurrency workers in key order, also while consumers with a tiny ReceiverQueue join and
+// leave; it refuses a done ctx, an empty topic and a closed bus.
+func TestMemoryPublishNow(t *testing.T) {
+	b, err := bus.NewMemory(bus.MemoryConfig{ReceiverQueue: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	next := map[string]int{}
+	total := 0
+	h := func(_ context.Context, d *bus.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		n, _ := strconv.Atoi(string(d.Payload))
+		if n != next[d.Key] {
+			t.Errorf("key %s: got %d, want %d", d.Key, n, next[d.Key])
+		}
+		next[d.Key] = n + 1
+		total++
+		return nil
+	}
+	ctx := context.Background()
+	opts := bus.SubOptions{Mode: bus.KeyShared, Concurrency: 4}
+	s1, err := b.Subscribe(ctx, "t", "s", opts, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keys, per = 8, 100
+	var subs []bus.Subscription
+	for i := range per {
+		for k := range keys {
+			if err := b.PublishNow(ctx, "t", bus.Message{Key: "k" + strconv.Itoa(k), Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%25 == 10 {
+			s, err := b.Subscribe(ctx, "t", "s", opts, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs = append(subs, s)
+		}
+		if i == 60 {
+			s1.Close()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := total
+		mu.Unlock()
+		if n == keys*per {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of %d", n, keys*per)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, s := range subs {
+		s.Close()
+	}
+
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := b.PublishNow(done, "t", bus.Message{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("done ctx: %v, want context.Canceled", err)
+	}
+	if err := b.PublishNow(ctx, "", bus.Message{}); err == nil {
+		t.Error("empty topic accepted")
+	}
+	b.Close()
+	if err := b.PublishNow(ctx, "t", bus.Message{}); !errors.Is(err, bus.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
