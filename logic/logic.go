@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-io/switchboard/logic/bus"
@@ -346,6 +347,20 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 }
 
+// initialGlobal is otel's delegating global provider before anyone installed one: while
+// otel.GetTracerProvider still returns it, its spans are no-ops.
+var initialGlobal = otel.GetTracerProvider()
+
+// tracingOn reports whether the runtime's spans may record: false for the no-op provider, and
+// for the global one until a real provider is installed.
+func (r *Runtime) tracingOn() bool {
+	switch r.cfg.TracerProvider.(type) {
+	case noop.TracerProvider, *noop.TracerProvider:
+		return false
+	}
+	return r.cfg.TracerProvider != initialGlobal || otel.GetTracerProvider() != initialGlobal
+}
+
 // handle is the bus handler: one upstream envelope. nil acks, an error nacks.
 func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	var up protocol.Upstream
@@ -364,28 +379,33 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	if p := d.Props[protocol.PropTraceparent]; p != "" {
 		tp = p
 	}
-	if tp != "" {
-		ctx = r.prop.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
-	}
-	// The span is named and labelled only when it records: with tracing off (the no-op
-	// provider) a frame costs no name or attribute allocations.
-	ctx, span := r.tracer.Start(ctx, "logic", r.spanOpts...)
-	defer span.End()
-	if span.IsRecording() {
-		switch up.Kind {
-		case protocol.UpConnect:
-			span.SetName("logic connect")
-		case protocol.UpDisconnect:
-			span.SetName("logic disconnect")
-		default:
-			span.SetName("logic " + up.Type)
+	// With tracing off and no trace context to propagate, the span would be a no-op without a
+	// parent: skip it (its allocations were a few percent of a frame).
+	if tp != "" || r.tracingOn() {
+		if tp != "" {
+			ctx = r.prop.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
 		}
-		span.SetAttributes(attribute.String("sb.user", up.User), attribute.String("sb.edge", up.Edge))
-	}
-	if sc := span.SpanContext(); sc.IsValid() {
-		carrier := propagation.MapCarrier{}
-		r.prop.Inject(ctx, carrier)
-		tp = carrier["traceparent"]
+		// The span is named and labelled only when it records: with tracing off (the no-op
+		// provider) a frame costs no name or attribute allocations.
+		var span trace.Span
+		ctx, span = r.tracer.Start(ctx, "logic", r.spanOpts...)
+		defer span.End()
+		if span.IsRecording() {
+			switch up.Kind {
+			case protocol.UpConnect:
+				span.SetName("logic connect")
+			case protocol.UpDisconnect:
+				span.SetName("logic disconnect")
+			default:
+				span.SetName("logic " + up.Type)
+			}
+			span.SetAttributes(attribute.String("sb.user", up.User), attribute.String("sb.edge", up.Edge))
+		}
+		if sc := span.SpanContext(); sc.IsValid() {
+			carrier := propagation.MapCarrier{}
+			r.prop.Inject(ctx, carrier)
+			tp = carrier["traceparent"]
+		}
 	}
 
 	c := &Context{Kind: up.Kind, Conn: Conn{Edge: up.Edge, Epoch: up.Epoch, ID: up.Conn}, User: up.User,

@@ -3,7 +3,8 @@ package logic
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/switchboard-io/switchboard/logic/bus"
@@ -167,10 +168,19 @@ func (s *Sender) ToUser(ctx context.Context, user string, o Out) error {
 // ToUsers delivers o to every connection of users: one envelope per edge holding any of them,
 // naming the users that edge holds. Users with no connection are skipped.
 func (s *Sender) ToUsers(ctx context.Context, users []string, o Out) error {
-	return s.users(ctx, users, o.Exclude, func(edge string, epoch uint64, us []string) *protocol.Downstream {
-		return &protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: us,
-			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, edge, epoch)}
-	})
+	var buf [4]edgeUsers
+	groups, err := s.resolve(ctx, users, o.Exclude, buf[:0])
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		d := protocol.Downstream{Kind: protocol.DownDeliver, Target: protocol.TargetUsers, Users: g.users,
+			Frame: o.Frame, Priority: o.Priority, ExcludeConn: exclude(o.Exclude, g.edge, g.epoch)}
+		if err := s.publish(ctx, s.edgeTopic(g.edge), "", &d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Kick closes every connection of user with code and reason.
@@ -178,58 +188,87 @@ func (s *Sender) Kick(ctx context.Context, user string, code protocol.CloseCode,
 	if reason == "" {
 		reason = code.String()
 	}
-	return s.users(ctx, []string{user}, Conn{}, func(_ string, _ uint64, us []string) *protocol.Downstream {
-		return &protocol.Downstream{Kind: protocol.DownClose, Target: protocol.TargetUsers, Users: us,
+	var buf [4]edgeUsers
+	groups, err := s.resolve(ctx, []string{user}, Conn{}, buf[:0])
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		d := protocol.Downstream{Kind: protocol.DownClose, Target: protocol.TargetUsers, Users: g.users,
 			Code: uint32(code), Reason: reason}
-	})
+		if err := s.publish(ctx, s.edgeTopic(g.edge), "", &d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// users publishes mk's envelope to every edge holding a connection of users. The connection
-// skip (the excluded sender, if any) does not count: an edge whose only matching connection is
-// skip gets no envelope at all, so a 1:1 message does not cross the bus to the sender's edge.
-func (s *Sender) users(ctx context.Context, users []string, skip Conn, mk func(edge string, epoch uint64, us []string) *protocol.Downstream) error {
+// edgeUsers are the users of a delivery that one edge holds.
+type edgeUsers struct {
+	edge  string
+	epoch uint64
+	users []string
+}
+
+// maxLinearEdges is how many edges resolve groups by a linear scan before it builds an index.
+const maxLinearEdges = 8
+
+// resolve appends to dst, ordered by edge, the edges holding a connection of users and the
+// users each holds. The connection skip (the excluded sender, if any) does not count: an edge
+// whose only matching connection is skip gets no group at all, so a 1:1 message does not
+// cross the bus to the sender's edge.
+func (s *Sender) resolve(ctx context.Context, users []string, skip Conn, dst []edgeUsers) ([]edgeUsers, error) {
 	if len(users) == 0 {
-		return nil
+		return dst, nil
 	}
 	if len(users) > 1 {
 		users = dedupe(users)
 	}
 	conns, err := s.rt.cfg.Presence.ResolveUsers(ctx, users)
 	if err != nil {
-		return Transient(fmt.Errorf("logic: resolve users: %w", err))
+		return dst, Transient(fmt.Errorf("logic: resolve users: %w", err))
 	}
-	type edgeUsers struct {
-		epoch uint64
-		users []string
-	}
-	byEdge := make(map[string]*edgeUsers)
+	var index map[string]int // edge -> group, once there are many edges
 	for _, u := range users {
 		for _, c := range conns[u] {
 			if skip.ID != 0 && c.ConnID == skip.ID && c.Edge == skip.Edge && (skip.Epoch == 0 || c.Epoch == skip.Epoch) {
 				continue
 			}
-			e := byEdge[c.Edge]
-			if e == nil {
-				e = &edgeUsers{epoch: c.Epoch}
-				byEdge[c.Edge] = e
+			i := -1
+			if index != nil {
+				if k, ok := index[c.Edge]; ok {
+					i = k
+				}
+			} else {
+				for k := range dst {
+					if dst[k].edge == c.Edge {
+						i = k
+						break
+					}
+				}
 			}
+			if i < 0 {
+				i = len(dst)
+				dst = append(dst, edgeUsers{edge: c.Edge, epoch: c.Epoch})
+				if index != nil {
+					index[c.Edge] = i
+				} else if len(dst) > maxLinearEdges {
+					index = make(map[string]int, 2*len(dst))
+					for k := range dst {
+						index[dst[k].edge] = k
+					}
+				}
+			}
+			e := &dst[i]
 			if n := len(e.users); n == 0 || e.users[n-1] != u {
 				e.users = append(e.users, u)
 			}
 		}
 	}
-	edges := make([]string, 0, len(byEdge))
-	for e := range byEdge {
-		edges = append(edges, e)
+	if len(dst) > 1 {
+		slices.SortFunc(dst, func(a, b edgeUsers) int { return strings.Compare(a.edge, b.edge) })
 	}
-	sort.Strings(edges)
-	for _, edge := range edges {
-		e := byEdge[edge]
-		if err := s.publish(ctx, s.edgeTopic(edge), "", mk(edge, e.epoch, e.users)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return dst, nil
 }
 
 func exclude(c Conn, edge string, epoch uint64) uint64 {
@@ -309,7 +348,17 @@ func (s *Sender) Close(ctx context.Context, c Conn, code protocol.CloseCode, rea
 		Target: protocol.TargetConns, Epoch: c.Epoch, Conns: []uint64{c.ID}, Code: uint32(code), Reason: reason})
 }
 
+// dedupe returns users without repeats, in first-seen order: users itself when it has none.
 func dedupe(users []string) []string {
+	if len(users) <= 8 {
+		dup := false
+		for i := 1; i < len(users) && !dup; i++ {
+			dup = slices.Contains(users[:i], users[i])
+		}
+		if !dup {
+			return users
+		}
+	}
 	seen := make(map[string]struct{}, len(users))
 	out := make([]string, 0, len(users))
 	for _, u := range users {

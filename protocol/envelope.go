@@ -221,7 +221,7 @@ func AppendDownstream(dst []byte, d *Downstream) []byte {
 	if d.Frame.Type != "" {
 		dst = protowire.AppendTag(dst, fDownFrame, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(serverFrameSize(&d.Frame)))
-		dst = Protobuf.AppendServerFrame(dst, &d.Frame)
+		dst = protoCodec{}.AppendServerFrame(dst, &d.Frame) // not through the Codec interface: d does not escape
 	}
 	dst = appendVarintField(dst, fDownPriority, uint64(d.Priority))
 	dst = appendVarintField(dst, fDownCode, uint64(d.Code))
@@ -286,7 +286,7 @@ func DecodeDownstream(b []byte, d *Downstream) error {
 			if typ != protowire.BytesType {
 				return ErrMalformed
 			}
-			return Protobuf.DecodeServerFrame(v, &d.Frame)
+			return protoCodec{}.DecodeServerFrame(v, &d.Frame)
 		case fDownPriority:
 			d.Priority = Priority(x)
 		case fDownCode:

@@ -184,7 +184,8 @@ func BenchmarkSendHandler(b *testing.B) {
 		u := i % len(users)
 		i++
 		d.Key = users[u]
-		data = fmt.Appendf(data[:0], `{"to":%q,"text":%q,"cmid":"c-%d"}`, users[u^1], text, i)
+		data = append(append(append(append(append(data[:0], `{"to":"`...), users[u^1]...), `","text":"`...), text...), `","cmid":"c-`...)
+		data = append(strconv.AppendInt(data, int64(i), 10), `"}`...)
 		d.Payload = protocol.AppendUpstream(d.Payload[:0], &protocol.Upstream{Kind: protocol.UpMessage, Edge: "e1",
 			Epoch: epoch, Conn: uint64(u + 1), User: users[u], Type: chat.TypeSend, ID: "7", Data: data, TimeUnixNano: 1})
 		if err := cb.h(ctx, d); err != nil {
