@@ -537,7 +537,11 @@ func (l *loop) removeMember(wc *wsConn, ref roomRef) {
 
 func (l *loop) index(wc *wsConn) {
 	l.conns[wc.id] = wc
-	wc.nextUser = l.users[wc.user]
+	head := l.users[wc.user]
+	if head == nil {
+		l.s.userLoops.add(wc.user, l.idx) // before the connection can be looked up
+	}
+	wc.nextUser = head
 	l.users[wc.user] = wc
 }
 
@@ -547,6 +551,7 @@ func (l *loop) unindex(wc *wsConn) {
 	if head == wc {
 		if wc.nextUser == nil {
 			delete(l.users, wc.user)
+			l.s.userLoops.remove(wc.user, l.idx) // after the last connection left the index
 		} else {
 			l.users[wc.user] = wc.nextUser
 		}

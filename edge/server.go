@@ -123,8 +123,9 @@ type Server struct {
 	booted chan struct{}
 	addr   atomic.Pointer[string]
 
-	loopsMu sync.Mutex
-	loops   atomic.Pointer[[]*loop]
+	loopsMu   sync.Mutex
+	loops     atomic.Pointer[[]*loop]
+	userLoops *userLoops // which loops hold each user's connections
 
 	epoch      atomic.Uint64
 	firstEpoch atomic.Uint64
@@ -188,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		runDone:     make(chan struct{}),
 		closeCounts: make(map[uint16]uint64),
 		rejects:     make(map[int]uint64),
+		userLoops:   newUserLoops(),
 	}
 	s.auth = newAuthenticator(&s.cfg)
 	s.srcLim = newSourceLimits(s.cfg.MaxConnsPerSource, s.cfg.SourceHandshakeRate, s.cfg.SourceHandshakeBurst)
@@ -633,8 +635,15 @@ func (s *Server) Dispatch(d *protocol.Downstream) error {
 				s.enqueueTraced(l, t)
 			}
 		}
+	} else if loops := *s.loops.Load(); d.Target == protocol.TargetUsers && len(loops) <= 64 {
+		mask := s.userLoops.mask(d.Users) // only the loops holding some of the users
+		for i, l := range loops {
+			if mask&(1<<i) != 0 {
+				s.enqueueTraced(l, t)
+			}
+		}
 	} else {
-		for _, l := range *s.loops.Load() {
+		for _, l := range loops {
 			s.enqueueTraced(l, t)
 		}
 	}
