@@ -325,7 +325,10 @@ func (t *memTopic) append(m Message) error {
 		}
 	}
 	t.seq++
-	msg := &memMsg{seq: t.seq, m: m, at: time.Now()}
+	// The message and its first subscription's entry share one allocation (one subscription
+	// is the common case: an edge's topic, the upstream topic).
+	me := &msgEntry{m: memMsg{seq: t.seq, m: m, at: time.Now()}}
+	msg := &me.m
 	if t.retain > 0 {
 		if len(t.retained) >= 2*t.retain {
 			n := copy(t.retained, t.retained[len(t.retained)-t.retain+1:])
@@ -334,13 +337,25 @@ func (t *memTopic) append(m Message) error {
 		}
 		t.retained = append(t.retained, msg)
 	}
+	first := true
 	for _, s := range t.subs {
+		e := &me.e
+		if !first {
+			e = new(entry)
+		}
+		first = false
+		e.msg = msg
 		s.mu.Lock()
 		s.held++
-		s.assign(&entry{msg: msg})
+		s.assign(e)
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+type msgEntry struct {
+	m memMsg
+	e entry
 }
 
 // retainedView is t.retained limited to the latest retain messages (the slice may hold up to
@@ -403,7 +418,7 @@ func (s *memSub) assign(e *entry) {
 			s.owners[key] = keyOwner{c: c, n: 1}
 		}
 	}
-	c.pending = append(c.pending, e)
+	c.pending.push(e)
 	s.fill(c)
 }
 
@@ -428,19 +443,17 @@ func (s *memSub) assignAll(es []*entry) {
 func (s *memSub) fill(c *memConsumer) {
 	limit := s.t.b.cfg.ReceiverQueue
 	moved := false
-	for len(c.pending) > 0 && len(c.unacked) < limit {
-		e := c.pending[0]
-		c.pending[0] = nil
-		c.pending = c.pending[1:]
+	for c.pending.len() > 0 && len(c.unacked) < limit {
+		e := c.pending.pop()
 		c.unacked[e] = struct{}{}
 		if c.workers != nil {
 			// Straight to the key's worker: no hop through the consumer's goroutine.
 			w := c.workers[hashKey(e.msg.m.Key)%uint32(len(c.workers))]
-			w.queue = append(w.queue, e)
+			w.queue.push(e)
 			w.signal()
 			continue
 		}
-		c.queue = append(c.queue, e)
+		c.queue.push(e)
 		moved = true
 	}
 	if moved {
@@ -496,6 +509,41 @@ func (s *memSub) settle(c *memConsumer, e *entry, err error) {
 	s.timers[tm] = struct{}{}
 }
 
+// fifo is a queue of entries that reuses its array: popping the front by reslicing would
+// shrink the capacity, and every push after a pop would then allocate a new array.
+type fifo struct {
+	buf  []*entry
+	head int // buf[head:] is the queue
+}
+
+func (q *fifo) len() int { return len(q.buf) - q.head }
+
+func (q *fifo) push(e *entry) {
+	if q.head > 0 && len(q.buf) == cap(q.buf) && q.head >= len(q.buf)/2 {
+		n := copy(q.buf, q.buf[q.head:]) // mostly consumed: slide down rather than grow
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, e)
+}
+
+// pop removes and returns the first entry, nil if there is none.
+func (q *fifo) pop() *entry {
+	if q.head == len(q.buf) {
+		return nil
+	}
+	e := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head++
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+	}
+	return e
+}
+
+// items returns the queued entries (valid until the next push or pop).
+func (q *fifo) items() []*entry { return q.buf[q.head:] }
+
 func hashKey(k string) uint32 { // FNV-1a
 	h := uint32(2166136261)
 	for i := 0; i < len(k); i++ {
@@ -515,8 +563,8 @@ type memConsumer struct {
 
 	concurrency int // SubOptions.Concurrency
 
-	pending []*entry            // assigned, waiting for room under ReceiverQueue; guarded by s.mu
-	queue   []*entry            // dispatched, not yet handed to h (no workers); guarded by s.mu
+	pending fifo                // assigned, waiting for room under ReceiverQueue; guarded by s.mu
+	queue   fifo                // dispatched, not yet handed to h (no workers); guarded by s.mu
 	unacked map[*entry]struct{} // dispatched and neither acked nor nacked; guarded by s.mu
 	workers []*memWorker        // concurrency > 1: a key's entries go to workers[hash(key) % n]; set before run
 
@@ -528,7 +576,7 @@ type memConsumer struct {
 // of its keys directly, in assignment order; it handles them one at a time.
 type memWorker struct {
 	c     *memConsumer
-	queue []*entry      // dispatched to this worker, not yet handled; guarded by c.s.mu
+	queue fifo          // dispatched to this worker, not yet handled; guarded by c.s.mu
 	wake  chan struct{} // capacity 1: "queue may be non-empty"
 }
 
@@ -547,12 +595,7 @@ func (w *memWorker) run() {
 	s := c.s
 	for {
 		s.mu.Lock()
-		var e *entry
-		if len(w.queue) > 0 {
-			e = w.queue[0]
-			w.queue[0] = nil
-			w.queue = w.queue[1:]
-		}
+		e := w.queue.pop()
 		s.mu.Unlock()
 		if e == nil {
 			select {
@@ -582,12 +625,7 @@ func (c *memConsumer) run() {
 	}
 	for {
 		s.mu.Lock()
-		var e *entry
-		if len(c.queue) > 0 {
-			e = c.queue[0]
-			c.queue[0] = nil
-			c.queue = c.queue[1:]
-		}
+		e := c.queue.pop()
 		s.mu.Unlock()
 		if e == nil {
 			select {
@@ -635,19 +673,19 @@ func (c *memConsumer) close() {
 		if i := slices.Index(s.consumers, c); i >= 0 {
 			s.consumers = slices.Delete(s.consumers, i, i+1)
 		}
-		es := make([]*entry, 0, len(c.unacked)+len(c.pending))
+		es := make([]*entry, 0, len(c.unacked)+c.pending.len())
 		for e := range c.unacked {
 			e.redeliveries++
 			es = append(es, e)
 		}
-		es = append(es, c.pending...)
+		es = append(es, c.pending.items()...)
 		for _, e := range es {
 			s.release(c, e)
 		}
 		clear(c.unacked)
-		c.queue, c.pending = nil, nil
+		c.queue, c.pending = fifo{}, fifo{}
 		for _, w := range c.workers {
-			w.queue = nil
+			w.queue = fifo{}
 		}
 		s.assignAll(es)
 		drop := s.ephemeral && len(s.consumers) == 0 && !s.closed
