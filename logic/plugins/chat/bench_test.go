@@ -249,3 +249,32 @@ func BenchmarkMemoryStoreAppend(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMemoryStoreAppendConvs appends with a client message id to 500 direct
+// conversations in turn, as the load test's pairs do.
+func BenchmarkMemoryStoreAppendConvs(b *testing.B) {
+	ctx := context.Background()
+	s := chat.NewMemoryStore(0, 0)
+	type conv struct {
+		id      string
+		members []string
+	}
+	convs := make([]conv, 500)
+	for i := range convs {
+		a, c := "user-"+strconv.Itoa(2*i), "user-"+strconv.Itoa(2*i+1)
+		convs[i] = conv{chat.DirectConv(a, c), []string{a, c}}
+	}
+	cmids := make([]string, 1000)
+	for i := range cmids {
+		cmids[i] = "c-" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		cv := &convs[i%len(convs)]
+		if _, _, err := s.Append(ctx, chat.Message{Conv: cv.id, From: cv.members[0], CMID: cmids[i/len(convs)%len(cmids)], Text: "hi"}, cv.members); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -62,7 +63,10 @@ type MemoryStore struct {
 type memConv struct {
 	seq   uint64
 	log   []Message // the latest messages: at least the latest cap, at most 2*cap (see history)
-	cmids map[string]cmidEntry
+	cmids map[cmidKey]cmidEntry
+	// indexed are the members the conversation was last indexed for: the same members (every
+	// message of a direct conversation) need no index update.
+	indexed []string
 }
 
 // history is c's latest cap messages. The log holds up to twice as many, so that it is
@@ -73,6 +77,10 @@ func (c *memConv) history(cap int) []Message {
 	}
 	return c.log
 }
+
+// cmidKey is a client message id of a sender (a struct, not a joined string: no allocation
+// per message).
+type cmidKey struct{ from, cmid string }
 
 type cmidEntry struct {
 	seq     uint64
@@ -105,10 +113,10 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 	defer s.mu.Unlock()
 	c := s.convs[m.Conv]
 	if c == nil {
-		c = &memConv{cmids: make(map[string]cmidEntry)}
+		c = &memConv{cmids: make(map[cmidKey]cmidEntry)}
 		s.convs[m.Conv] = c
 	}
-	key := m.From + "\x00" + m.CMID
+	key := cmidKey{from: m.From, cmid: m.CMID}
 	if m.CMID != "" {
 		if e, ok := c.cmids[key]; ok && now.Before(e.expires) {
 			h := c.history(s.cap)
@@ -135,11 +143,14 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 		}
 		c.cmids[key] = cmidEntry{seq: m.Seq, expires: now.Add(s.ttl)}
 	}
-	for _, u := range members {
-		if s.index[u] == nil {
-			s.index[u] = make(map[string]struct{})
+	if !slices.Equal(c.indexed, members) {
+		for _, u := range members {
+			if s.index[u] == nil {
+				s.index[u] = make(map[string]struct{})
+			}
+			s.index[u][m.Conv] = struct{}{}
 		}
-		s.index[u][m.Conv] = struct{}{}
+		c.indexed = slices.Clone(members)
 	}
 	return m, false, nil
 }
