@@ -421,7 +421,7 @@ func (l *loop) backlog(wc *wsConn) int {
 
 func (e *encoded) of(wc *wsConn) []byte {
 	if wc.flags&flagProto != 0 {
-		e.once.Do(func() { e.proto = encodeServerFrame(nil, protocol.Protobuf, e.f) })
+		e.once.Do(func() { e.proto = encodeServerFrame(make([]byte, 0, frameSizeHint(e.f)), protocol.Protobuf, e.f) })
 		if wc.flags&flagDeflate != 0 && len(e.proto) >= e.threshold {
 			e.zprotoOne.Do(func() { e.zproto = compressFrame(e.proto) })
 			if e.zproto != nil {
