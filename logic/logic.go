@@ -371,9 +371,9 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	}
 	r.stats.frames.Add(1)
 	// A graceful shutdown cancels the consumer's ctx; let the frame finish within the timeout
-	// rather than fail half-way (an unfinished frame is redelivered anyway).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.HandlerTimeout)
-	defer cancel()
+	// rather than fail half-way (an unfinished frame is redelivered anyway). The span's values
+	// go in first, so that the handler gets the deadline ctx itself (see deadlineCtx).
+	ctx = context.WithoutCancel(ctx)
 
 	tp := up.Traceparent
 	if p := d.Props[protocol.PropTraceparent]; p != "" {
@@ -407,6 +407,8 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 			tp = carrier["traceparent"]
 		}
 	}
+	ctx, cancel := withDeadline(ctx, time.Now().Add(r.cfg.HandlerTimeout))
+	defer cancel()
 
 	c := &Context{Kind: up.Kind, Conn: Conn{Edge: up.Edge, Epoch: up.Epoch, ID: up.Conn}, User: up.User,
 		Meta: up.Meta, Type: up.Type, ID: up.ID, Data: up.Data, Traceparent: tp,
