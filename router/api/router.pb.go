@@ -94,6 +94,8 @@ const (
 	EventKind_EVENT_KIND_UNSPECIFIED  EventKind = 0
 	EventKind_EVENT_KIND_USER_ONLINE  EventKind = 1
 	EventKind_EVENT_KIND_USER_OFFLINE EventKind = 2
+	// The user stays online but its set of connections changed (see presence.EventUserChanged).
+	EventKind_EVENT_KIND_USER_CHANGED EventKind = 3
 )
 
 // Enum value maps for EventKind.
@@ -102,11 +104,13 @@ var (
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_USER_ONLINE",
 		2: "EVENT_KIND_USER_OFFLINE",
+		3: "EVENT_KIND_USER_CHANGED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":  0,
 		"EVENT_KIND_USER_ONLINE":  1,
 		"EVENT_KIND_USER_OFFLINE": 2,
+		"EVENT_KIND_USER_CHANGED": 3,
 	}
 )
 
@@ -1629,11 +1633,12 @@ const file_router_proto_rawDesc = "" +
 	"\x0fOP_KIND_CONNECT\x10\x01\x12\x16\n" +
 	"\x12OP_KIND_DISCONNECT\x10\x02\x12\x10\n" +
 	"\fOP_KIND_JOIN\x10\x03\x12\x11\n" +
-	"\rOP_KIND_LEAVE\x10\x04*`\n" +
+	"\rOP_KIND_LEAVE\x10\x04*}\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
-	"\x17EVENT_KIND_USER_OFFLINE\x10\x022\xed\a\n" +
+	"\x17EVENT_KIND_USER_OFFLINE\x10\x02\x12\x1b\n" +
+	"\x17EVENT_KIND_USER_CHANGED\x10\x032\xed\a\n" +
 	"\x06Router\x12[\n" +
 	"\bRegister\x12&.switchboard.router.v1.RegisterRequest\x1a'.switchboard.router.v1.RegisterResponse\x12R\n" +
 	"\x05Renew\x12#.switchboard.router.v1.RenewRequest\x1a$.switchboard.router.v1.RenewResponse\x12a\n" +

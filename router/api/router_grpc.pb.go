@@ -60,7 +60,7 @@ type RouterClient interface {
 	RoomCounts(ctx context.Context, in *RoomCountsRequest, opts ...grpc.CallOption) (*RoomCountsResponse, error)
 	Online(ctx context.Context, in *OnlineRequest, opts ...grpc.CallOption) (*OnlineResponse, error)
 	Edges(ctx context.Context, in *EdgesRequest, opts ...grpc.CallOption) (*EdgesResponse, error)
-	// Events streams user online/offline events. The first message is always an empty batch
+	// Events streams user online, offline and changed events. The first message is always an empty batch
 	// sent once the server-side subscription is in place: events after it are delivered.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EventBatch], error)
 }
@@ -208,7 +208,7 @@ type RouterServer interface {
 	RoomCounts(context.Context, *RoomCountsRequest) (*RoomCountsResponse, error)
 	Online(context.Context, *OnlineRequest) (*OnlineResponse, error)
 	Edges(context.Context, *EdgesRequest) (*EdgesResponse, error)
-	// Events streams user online/offline events. The first message is always an empty batch
+	// Events streams user online, offline and changed events. The first message is always an empty batch
 	// sent once the server-side subscription is in place: events after it are delivered.
 	Events(*EventsRequest, grpc.ServerStreamingServer[EventBatch]) error
 	mustEmbedUnimplementedRouterServer()

@@ -22,92 +22,121 @@ func nconns(t *testing.T, c *client.Client, user string) int {
 	return len(m[user])
 }
 
-// TestCacheInvalidation: with a cache TTL far longer than the test, a user's online event
-// invalidates a cached "offline" answer, an Apply through the reading client invalidates what
-// it touched, and a change without an event stays cached (bounded by the TTL, shown with a
+// TestCacheInvalidation: with cache TTLs far longer than the test, every change of a user's
+// connections (online, a second device, a device leaving, offline) reaches the cache through
+// its event long before the TTL; an Apply through the reading client invalidates what it
+// touched; a room change, which has no event, stays cached (bounded by CacheTTL, shown with a
 // short-TTL client).
 func TestCacheInvalidation(t *testing.T) {
 	ctx := context.Background()
 	mem := newMemory(t)
 	edge, srv := serve(t, mem, client.Config{CacheTTL: -1})
-	logic := newClient(t, srv, client.Config{CacheTTL: time.Minute})
-	short := newClient(t, srv, client.Config{CacheTTL: 300 * time.Millisecond})
+	logic := newClient(t, srv, client.Config{CacheTTL: time.Minute, UserCacheTTL: time.Minute})
+	short := newClient(t, srv, client.Config{CacheTTL: 300 * time.Millisecond, UserCacheTTL: time.Minute})
 
 	ep, err := edge.Register(ctx, "edge-a", time.Minute) // no renewals needed during the test
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait until both caches are live (their event watch is connected): a cached answer then
-	// survives a change without an event.
-	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 1, User: "alice"}}); err != nil {
-		t.Fatal(err)
+	members := func(c *client.Client, room string) int {
+		t.Helper()
+		re, err := c.RoomEdges(ctx, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range re {
+			n += e.Members
+		}
+		return n
 	}
+	// Wait until both caches are live (their event watch is connected): a cached room answer
+	// then survives a change without an event.
 	id := uint64(100)
 	for _, c := range []*client.Client{logic, short} {
 		presencetest.WaitUntil(t, 5*time.Second, "cache live", func() error {
-			// A fresh probe user per attempt: first device, then a second one (no user event).
-			// A live cache keeps answering 1.
+			// A fresh probe room per attempt: one member, then a second one (no event). A live
+			// cache keeps answering 1.
 			id += 2
-			u := fmt.Sprintf("probe-%d", id)
-			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: u}}); err != nil {
+			room := fmt.Sprintf("probe-%d", id)
+			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: "p"},
+				{Kind: presence.OpJoin, ConnID: id, Room: room}}); err != nil {
 				t.Fatal(err)
 			}
-			if n := nconns(t, c, u); n != 1 {
-				return fmt.Errorf("%s has %d conns", u, n)
+			if n := members(c, room); n != 1 {
+				return fmt.Errorf("%s has %d members", room, n)
 			}
-			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id + 1, User: u}}); err != nil {
+			if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id + 1, User: "q"},
+				{Kind: presence.OpJoin, ConnID: id + 1, Room: room}}); err != nil {
 				t.Fatal(err)
 			}
-			if n := nconns(t, c, u); n != 1 {
-				return fmt.Errorf("cache not live yet (%d conns)", n)
+			if n := members(c, room); n != 1 {
+				return fmt.Errorf("cache not live yet (%d members)", n)
 			}
 			return nil
 		})
 	}
-	// alice's answer is cached by both clients.
+	// A room change without an event: the 1-minute cache keeps the old answer, the 300ms cache
+	// sees it within its TTL.
+	const room = "lobby"
+	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 1, User: "r"},
+		{Kind: presence.OpJoin, ConnID: 1, Room: room}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []*client.Client{logic, short} {
-		if n := nconns(t, c, "alice"); n != 1 {
-			t.Fatalf("alice %d conns", n)
+		if n := members(c, room); n != 1 {
+			t.Fatalf("%s %d members", room, n)
 		}
 	}
-
-	// Negative answer cached, then invalidated by carol's online event long before the TTL.
-	if n := nconns(t, logic, "carol"); n != 0 {
-		t.Fatalf("carol %d", n)
-	}
-	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 3, User: "carol"}}); err != nil {
+	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 2, User: "s"},
+		{Kind: presence.OpJoin, ConnID: 2, Room: room}}); err != nil {
 		t.Fatal(err)
 	}
-	took := presencetest.WaitUntil(t, 5*time.Second, "online event invalidates", func() error {
-		if n := nconns(t, logic, "carol"); n != 1 {
-			return fmt.Errorf("carol %d conns", n)
+	if n := members(logic, room); n != 1 {
+		t.Fatalf("long-TTL cache: %s %d members, want the cached 1", room, n)
+	}
+	took := presencetest.WaitUntil(t, 2*time.Second, "TTL bound", func() error {
+		if n := members(short, room); n != 2 {
+			return fmt.Errorf("%s %d members", room, n)
 		}
 		return nil
 	})
-	t.Logf("online event invalidated the cached offline answer after %v (TTL 1m)", took)
+	t.Logf("room change without event seen by the 300ms cache after %v", took)
 
-	// A second device of alice: no event. The 1-minute cache still says 1 conn; the 300ms
-	// cache sees 2 within its TTL.
-	if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 4, User: "alice"}}); err != nil {
-		t.Fatal(err)
+	// Users: each change reaches the 1-minute cache through its event.
+	steps := []struct {
+		what string
+		op   presence.Op
+		want int
+	}{
+		{"online (carol's first device)", presence.Op{Kind: presence.OpConnect, ConnID: 3, User: "carol"}, 1},
+		{"changed (a second device)", presence.Op{Kind: presence.OpConnect, ConnID: 4, User: "carol"}, 2},
+		{"changed (a device left)", presence.Op{Kind: presence.OpDisconnect, ConnID: 3, User: "carol"}, 1},
+		{"offline (the last device left)", presence.Op{Kind: presence.OpDisconnect, ConnID: 4, User: "carol"}, 0},
 	}
-	if n := nconns(t, logic, "alice"); n != 1 {
-		t.Fatalf("long-TTL cache: alice %d conns, want the cached 1", n)
-	}
-	took = presencetest.WaitUntil(t, 2*time.Second, "TTL bound", func() error {
-		if n := nconns(t, short, "alice"); n != 2 {
-			return fmt.Errorf("alice %d conns", n)
+	for _, st := range steps {
+		before := nconns(t, logic, "carol") // cached now
+		if err := edge.Apply(ctx, "edge-a", ep, []presence.Op{st.op}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	t.Logf("change without event seen by the 300ms cache after %v", took)
+		took := presencetest.WaitUntil(t, 5*time.Second, st.what, func() error {
+			if n := nconns(t, logic, "carol"); n != st.want {
+				return fmt.Errorf("carol %d conns (was %d), want %d", n, before, st.want)
+			}
+			return nil
+		})
+		t.Logf("%s: the cached answer was replaced after %v (TTL 1m)", st.what, took)
+	}
 
 	// An Apply through the reading client invalidates at once.
+	if n := nconns(t, logic, "alice"); n != 0 {
+		t.Fatalf("alice %d conns", n)
+	}
 	if err := logic.Apply(ctx, "edge-a", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: 5, User: "alice"}, {Kind: presence.OpJoin, ConnID: 5, Room: "r"}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := nconns(t, logic, "alice"); n != 3 {
-		t.Fatalf("after own Apply: alice %d conns, want 3", n)
+	if n := nconns(t, logic, "alice"); n != 1 {
+		t.Fatalf("after own Apply: alice %d conns, want 1", n)
 	}
 	re, err := logic.RoomEdges(ctx, "r")
 	if err != nil || len(re) != 1 || re[0].Members != 1 {

@@ -300,6 +300,8 @@ func (s *MemoryStore) applyLocked(e *memEdge, op *Op, now time.Time) {
 			set = make(map[*memConn]struct{})
 			s.users[op.User] = set
 			s.emitLocked(Event{Kind: EventUserOnline, User: op.User, Edge: e.id, At: now})
+		} else {
+			s.emitLocked(Event{Kind: EventUserChanged, User: op.User, Edge: e.id, At: now})
 		}
 		set[c] = struct{}{}
 	case OpDisconnect:
@@ -358,6 +360,8 @@ func (s *MemoryStore) disconnectLocked(e *memEdge, c *memConn, now time.Time) {
 		if len(set) == 0 {
 			delete(s.users, c.c.User)
 			s.emitLocked(Event{Kind: EventUserOffline, User: c.c.User, Edge: e.id, At: now})
+		} else {
+			s.emitLocked(Event{Kind: EventUserChanged, User: c.c.User, Edge: e.id, At: now})
 		}
 	}
 }

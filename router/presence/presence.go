@@ -78,6 +78,11 @@ type EventKind uint8
 const (
 	EventUserOnline  EventKind = 1 // the user's first connection arrived
 	EventUserOffline EventKind = 2 // the user's last connection left (or its edge's lease lapsed)
+	// EventUserChanged: the user stays online but its set of connections changed (a device
+	// connected or left, on any edge, or an edge holding one of them was reaped). With the
+	// online and offline events it lets a cache of ResolveUsers answers drop a user at every
+	// change instead of after a TTL. A connection re-sent unchanged (Sync) emits nothing.
+	EventUserChanged EventKind = 3
 )
 
 // Event is a user-level presence event.

@@ -550,7 +550,8 @@ func (s *RedisStore) Apply(ctx context.Context, edge string, epoch uint64, ops [
 }
 
 type userOps struct {
-	args []any // scriptUser triples
+	args    []any // scriptUser triples
+	changed bool  // a connection was added or removed (not only refreshed)
 }
 
 func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, ops []Op, now time.Time) error {
@@ -577,7 +578,7 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 	var order []string
 	rooms := make(map[string]int)
 	var roomOrder []string
-	addUser := func(u string, a ...any) {
+	addUser := func(u string, changed bool, a ...any) {
 		uo := users[u]
 		if uo == nil {
 			uo = &userOps{}
@@ -585,6 +586,7 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 			order = append(order, u)
 		}
 		uo.args = append(uo.args, a...)
+		uo.changed = uo.changed || changed
 	}
 	res, perr := parseApplyResult(out)
 	if perr != nil {
@@ -602,10 +604,10 @@ func (s *RedisStore) applyChunk(ctx context.Context, edge string, epoch uint64, 
 			if at.IsZero() {
 				at = now
 			}
-			addUser(op.User, "a", userField(edge, epoch, op.ConnID), encodeRecord(at, op.Meta))
+			addUser(op.User, res[i+2] != "r", "a", userField(edge, epoch, op.ConnID), encodeRecord(at, op.Meta))
 		case "d":
 			id, _ := strconv.ParseUint(res[i+1], 10, 64)
-			addUser(res[i+2], "d", userField(edge, epoch, id), "")
+			addUser(res[i+2], true, "d", userField(edge, epoch, id), "")
 		case "j", "l":
 			d := 1
 			if res[i] == "l" {
@@ -729,6 +731,9 @@ func (s *RedisStore) writeGlobal(ctx context.Context, edge string, epoch uint64,
 				net -= 2
 			}
 			evs = append(evs, Event{Kind: kind, User: u, Edge: edge, At: now})
+		}
+		if tr == "" && users[u].changed {
+			evs = append(evs, Event{Kind: EventUserChanged, User: u, Edge: edge, At: now})
 		}
 	}
 	if len(evs) == 0 {
@@ -1090,7 +1095,7 @@ func (s *RedisStore) reap(ctx context.Context, edge string, epoch uint64, force 
 			u := kv[i+1]
 			uo := users[u]
 			if uo == nil {
-				uo = &userOps{}
+				uo = &userOps{changed: true}
 				users[u] = uo
 				order = append(order, u)
 			}

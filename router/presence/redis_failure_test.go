@@ -178,6 +178,7 @@ func testReplicas(t *testing.T, env string) {
 		return nil
 	})
 	// The old epoch is reaped (by either replica) without an offline event: alice stayed online.
+	// Her set of connections changed twice (the new epoch's connection, the old one reaped).
 	presencetest.WaitUntil(t, 3*time.Second, "old epoch reaped", func() error {
 		n, err := c.Exists(ctx, prefix+"{e.e}:"+fmt.Sprint(ep)+":c").Result()
 		if err != nil || n != 0 {
@@ -185,6 +186,17 @@ func testReplicas(t *testing.T, env string) {
 		}
 		return nil
 	})
+	for changed := 0; changed < 2; {
+		select {
+		case ev := <-evs:
+			if ev.Kind != presence.EventUserChanged || ev.User != "alice" {
+				t.Fatalf("unexpected event %+v", ev)
+			}
+			changed++
+		case <-time.After(3 * time.Second):
+			t.Fatalf("changed events: %d of 2", changed)
+		}
+	}
 	select {
 	case ev := <-evs:
 		t.Fatalf("unexpected event %+v", ev)

@@ -41,7 +41,8 @@ return 0
 // the edge's own keys and returns the global effects as one string of records, each a kind
 // byte and two length-prefixed fields ("c3:1270:" = kind c, "127", ""):
 //
-//	c, op index, ''     connection added or refreshed: write the user index entry
+//	c, op index, ''     connection added: write the user index entry
+//	c, op index, 'r'    connection refreshed (same user): rewrite the entry, nothing changed
 //	d, conn id, user    connection removed: delete the user index entry
 //	j, room, ''         +1 member of room on this edge
 //	l, room, ''         -1 member of room on this edge
@@ -111,8 +112,9 @@ for i = 2, #ARGV, 3 do
     elseif not u then
       mems[id] = {} -- a new connection has joined nothing
     end
-    if u ~= s then redis.call('HSET', KEYS[2], id, s); cur[id] = s end
-    emit('c', tostring((i - 2) / 3), '')
+    local refresh = ''
+    if u == s then refresh = 'r' else redis.call('HSET', KEYS[2], id, s); cur[id] = s end
+    emit('c', tostring((i - 2) / 3), refresh)
   elseif k == '2' then
     local u = user(id)
     if u then

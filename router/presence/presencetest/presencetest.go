@@ -340,8 +340,8 @@ func collect(t *testing.T, s presence.Store) *eventLog {
 	return l
 }
 
-// summary returns events as "+user@edge" / "-user@edge".
-func (l *eventLog) summary() []string {
+// summary returns events as "+user@edge" / "-user@edge", and with changed "~user@edge".
+func (l *eventLog) summary(changed bool) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := []string{}
@@ -352,16 +352,34 @@ func (l *eventLog) summary() []string {
 			sign = "+"
 		case presence.EventUserOffline:
 			sign = "-"
+		case presence.EventUserChanged:
+			if !changed {
+				continue
+			}
+			sign = "~"
 		}
 		out = append(out, sign+ev.User+"@"+ev.Edge)
 	}
 	return out
 }
 
+// waitFor waits until the online and offline events are want (in order, or in any order
+// when they come from several edges).
 func (l *eventLog) waitFor(t *testing.T, want ...string) {
 	t.Helper()
+	l.wait(t, false, want)
+}
+
+// waitForAll is waitFor including the changed events.
+func (l *eventLog) waitForAll(t *testing.T, want ...string) {
+	t.Helper()
+	l.wait(t, true, want)
+}
+
+func (l *eventLog) wait(t *testing.T, changed bool, want []string) {
+	t.Helper()
 	eventually(t, EventWait, "events", func() error {
-		got := l.summary()
+		got := l.summary(changed)
 		if len(got) < len(want) {
 			return fmt.Errorf("got %v, want %v", got, want)
 		}
@@ -389,6 +407,16 @@ func testEvents(t *testing.T, s presence.Store) {
 	l.waitFor(t, "+alice@edge-a", "+bob@edge-a")
 	apply(t, s, "edge-b", b, disconnect(1, "alice"))
 	l.waitFor(t, "+alice@edge-a", "+bob@edge-a", "-alice@edge-b")
+	// alice's second connection (on edge-b) and the end of her first one changed her set of
+	// connections while she stayed online.
+	l.waitForAll(t, "+alice@edge-a", "~alice@edge-b", "~alice@edge-a", "+bob@edge-a", "-alice@edge-b")
+	// A connection re-sent unchanged (the anti-entropy Sync) changes nothing: no event.
+	if err := s.Sync(ctxT(t), "edge-a", a, []presence.Conn{{ConnID: 2, User: "bob"}}, nil); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	apply(t, s, "edge-a", a, connect(3, "bob"), connect(4, "carol"))
+	l.waitForAll(t, "+alice@edge-a", "~alice@edge-b", "~alice@edge-a", "+bob@edge-a", "-alice@edge-b",
+		"~bob@edge-a", "+carol@edge-a")
 	for _, ev := range l.evs {
 		if ev.At.IsZero() {
 			t.Fatalf("event without time: %+v", ev)
@@ -486,8 +514,9 @@ func testLeaseLapse(t *testing.T, s presence.Store) {
 	if err := s.Apply(ctx, "dead", dead, []presence.Op{connect(3, "carol")}); !errors.Is(err, presence.ErrLeaseLost) {
 		t.Fatalf("Apply after lapse: %v, want ErrLeaseLost", err)
 	}
-	// alice goes offline; bob stays online through the live edge.
+	// alice goes offline; bob stays online through the live edge: his set changed.
 	l.waitFor(t, "+alice@dead", "+bob@dead", "-alice@dead")
+	l.waitForAll(t, "+alice@dead", "+bob@dead", "~bob@live", "-alice@dead", "~bob@dead")
 	eventually(t, EventWait, "online users", func() error {
 		on, err := s.Online(ctx)
 		if err != nil {
