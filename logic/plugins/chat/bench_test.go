@@ -278,3 +278,25 @@ func BenchmarkMemoryStoreAppendConvs(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkMemoryStoreAppendBusy appends with client message ids to one conversation that
+// already holds more ids within the dedupe window than its sweep threshold (4 × cap).
+func BenchmarkMemoryStoreAppendBusy(b *testing.B) {
+	ctx := context.Background()
+	s := chat.NewMemoryStore(100, 0)
+	members := []string{"alice", "bob"}
+	conv := chat.DirectConv("alice", "bob")
+	for i := range 1000 {
+		if _, _, err := s.Append(ctx, chat.Message{Conv: conv, From: "alice", CMID: "old-" + strconv.Itoa(i), Text: "hi"}, members); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if _, _, err := s.Append(ctx, chat.Message{Conv: conv, From: "alice", CMID: strconv.Itoa(i), Text: "hi"}, members); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

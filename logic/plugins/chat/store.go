@@ -64,6 +64,9 @@ type memConv struct {
 	seq   uint64
 	log   []Message // the latest messages: at least the latest cap, at most 2*cap (see history)
 	cmids map[cmidKey]cmidEntry
+	// sweepAt is the size of cmids past which the next append removes expired ids (at least
+	// 4*cap): set a cap above what a sweep left.
+	sweepAt int
 	// indexed are the members the conversation was last indexed for: the same members (every
 	// message of a direct conversation) need no index update.
 	indexed []string
@@ -134,12 +137,15 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 	}
 	c.log = append(c.log, m)
 	if m.CMID != "" {
-		if len(c.cmids) > 4*s.cap {
+		if len(c.cmids) > max(4*s.cap, c.sweepAt) {
 			for k, e := range c.cmids {
 				if !now.Before(e.expires) {
 					delete(c.cmids, k)
 				}
 			}
+			// Ids still within the dedupe window stay; the next sweep waits for another cap
+			// of them, so a busy conversation is not swept on every append.
+			c.sweepAt = len(c.cmids) + s.cap
 		}
 		c.cmids[key] = cmidEntry{seq: m.Seq, expires: now.Add(s.ttl)}
 	}
