@@ -19,12 +19,27 @@ cleanup() {
   trap - EXIT INT TERM HUP
   if [[ "${SB_KEEP_SERVICES:-}" == 1 ]]; then
     log "SB_KEEP_SERVICES=1: leaving services running ('$HERE/services.sh down' stops them)"
+  elif cluster_up; then
+    # `make cluster` runs on these services (make bench-compare measures it): stopping them
+    # would leave its edges and logic without Pulsar and Redis.
+    log "a make cluster is running on the services; leaving them up (make cluster-down stops both)"
   elif flock -xn 8; then
     SB_SERVICES_LOCK_HELD=1 "$HERE/services.sh" down 8>&- || { warn "services.sh down failed"; ((rc != 0)) || rc=1; }
   else
     log "services still in use by another with-services.sh run; leaving them up"
   fi
   exit "$rc"
+}
+
+# cluster_up: a process of `make cluster` (deploy/local/cluster.sh) is alive in this state dir.
+cluster_up() {
+  local f p
+  for f in "$SB_STATE_DIR"/cluster/*.pid; do
+    [[ -f "$f" ]] || continue
+    p="$(tr -dc '0-9' <"$f")"
+    [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null && return 0
+  done
+  return 1
 }
 
 main() {
