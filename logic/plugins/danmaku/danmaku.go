@@ -260,7 +260,7 @@ func (p *Plugin) send(ctx context.Context, c *logic.Context) error {
 	}
 	// Paid and moderator messages are never refused by the rate limit: they are the ones the
 	// room must see. Ordinary chatter is limited per user.
-	if prio == protocol.PriorityNormal && c.Redeliveries == 0 && !p.limit.Allow(c.User) {
+	if prio == protocol.PriorityNormal && c.Redeliveries == 0 && !p.limit.AllowAt(c.User, c.ReceivedAt) {
 		return protocol.NewError(protocol.ErrRateLimited, "")
 	}
 	if prio == protocol.PriorityNormal && p.cfg.MaxAge > 0 && !c.ReceivedAt.IsZero() && time.Since(c.ReceivedAt) > p.cfg.MaxAge {
