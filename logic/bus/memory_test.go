@@ -57,20 +57,7 @@ func TestMemoryReceiverQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	var mu sync.Mutex
-	next := map[string]int{}
-	total := 0
-	h := func(_ context.Context, d *bus.Delivery) error {
-		mu.Lock()
-		defer mu.Unlock()
-		n, _ := strconv.Atoi(string(d.Payload))
-		if n != next[d.Key] {
-			t.Errorf("key %s: got %d, want %d", d.Key, n, next[d.Key])
-		}
-		next[d.Key] = n + 1
-		total++
-		return nil
-	}
+	h, handled := inKeyOrder(t)
 	opts := bus.SubOptions{Mode: bus.KeyShared}
 	s1, err := b.Subscribe(context.Background(), "t", "s", opts, h)
 	if err != nil {
@@ -99,9 +86,7 @@ func TestMemoryReceiverQueue(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		mu.Lock()
-		n := total
-		mu.Unlock()
+		n := handled()
 		if n == keys*per {
 			break
 		}
@@ -124,20 +109,7 @@ func TestMemoryPublishNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	var mu sync.Mutex
-	next := map[string]int{}
-	total := 0
-	h := func(_ context.Context, d *bus.Delivery) error {
-		mu.Lock()
-		defer mu.Unlock()
-		n, _ := strconv.Atoi(string(d.Payload))
-		if n != next[d.Key] {
-			t.Errorf("key %s: got %d, want %d", d.Key, n, next[d.Key])
-		}
-		next[d.Key] = n + 1
-		total++
-		return nil
-	}
+	h, handled := inKeyOrder(t)
 	ctx := context.Background()
 	opts := bus.SubOptions{Mode: bus.KeyShared, Concurrency: 4}
 	s1, err := b.Subscribe(ctx, "t", "s", opts, h)
@@ -165,9 +137,7 @@ func TestMemoryPublishNow(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		mu.Lock()
-		n := total
-		mu.Unlock()
+		n := handled()
 		if n == keys*per {
 			break
 		}
@@ -192,4 +162,24 @@ func TestMemoryPublishNow(t *testing.T) {
 	if err := b.PublishNow(ctx, "t", bus.Message{}); !errors.Is(err, bus.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
 	}
+}
+
+// inKeyOrder returns a handler that expects each key's payloads to count up from 0 (reporting
+// a gap or a repeat) and a function returning how many it handled.
+func inKeyOrder(t *testing.T) (bus.Handler, func() int) {
+	var mu sync.Mutex
+	next := map[string]int{}
+	total := 0
+	h := func(_ context.Context, d *bus.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		n, _ := strconv.Atoi(string(d.Payload))
+		if n != next[d.Key] {
+			t.Errorf("key %s: got %d, want %d", d.Key, n, next[d.Key])
+		}
+		next[d.Key] = n + 1
+		total++
+		return nil
+	}
+	return h, func() int { mu.Lock(); defer mu.Unlock(); return total }
 }

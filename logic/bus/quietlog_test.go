@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,14 +15,7 @@ import (
 // attributes a caller adds with With are on the lines that are written, in order.
 func TestQuietLog(t *testing.T) {
 	var buf bytes.Buffer
-	inner := slog.NewTextHandler(&buf, &slog.HandlerOptions{
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	})
+	inner := timeless(&buf)
 	q := newQuietLog(inner, slog.LevelWarn)
 	ctx := context.Background()
 	if q.Enabled(ctx, slog.LevelInfo) || !q.Enabled(ctx, slog.LevelError) {
@@ -58,7 +52,18 @@ func TestQuietLog(t *testing.T) {
 // TestQuietLogGroup: attributes added before a group stay outside it.
 func TestQuietLogGroup(t *testing.T) {
 	var buf bytes.Buffer
-	inner := slog.NewTextHandler(&buf, &slog.HandlerOptions{
+	inner := timeless(&buf)
+	l := slog.New(newQuietLog(inner, slog.LevelWarn)).With("a", 1).WithGroup("g").With("b", 2)
+	l.Warn("m", "c", 3)
+	l.Info("dropped")
+	if got, want := strings.TrimSpace(buf.String()), `level=WARN msg=m a=1 g.b=2 g.c=3`; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// timeless is a text handler writing to w without the time attribute.
+func timeless(w io.Writer) slog.Handler {
+	return slog.NewTextHandler(w, &slog.HandlerOptions{
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey {
 				return slog.Attr{}
@@ -66,12 +71,6 @@ func TestQuietLogGroup(t *testing.T) {
 			return a
 		},
 	})
-	l := slog.New(newQuietLog(inner, slog.LevelWarn)).With("a", 1).WithGroup("g").With("b", 2)
-	l.Warn("m", "c", 3)
-	l.Info("dropped")
-	if got, want := strings.TrimSpace(buf.String()), `level=WARN msg=m a=1 g.b=2 g.c=3`; got != want {
-		t.Fatalf("got %q, want %q", got, want)
-	}
 }
 
 func BenchmarkQuietLogSuppressed(b *testing.B) {

@@ -51,15 +51,7 @@ func benchSendEmbedded(b *testing.B, pairs, window int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	users := make([]string, 2*pairs)
-	ops := make([]presence.Op, len(users))
-	for i := range users {
-		users[i] = "user-" + strconv.Itoa(i)
-		ops[i] = presence.Op{Kind: presence.OpConnect, ConnID: uint64(i + 1), User: users[i]}
-	}
-	if err := pres.Apply(ctx, "e1", epoch, ops); err != nil {
-		b.Fatal(err)
-	}
+	users := connectUsers(ctx, b, pres, epoch, 2*pairs)
 
 	// The edge: every downstream envelope is decoded, as edge.HandleDownstream does.
 	var got atomic.Int64
@@ -151,15 +143,7 @@ func BenchmarkSendHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	// 500 pairs, as in the load test: each conversation stays far below the history cap.
-	users := make([]string, 1000)
-	ops := make([]presence.Op, len(users))
-	for i := range users {
-		users[i] = "user-" + strconv.Itoa(i)
-		ops[i] = presence.Op{Kind: presence.OpConnect, ConnID: uint64(i + 1), User: users[i]}
-	}
-	if err := pres.Apply(ctx, "e1", epoch, ops); err != nil {
-		b.Fatal(err)
-	}
+	users := connectUsers(ctx, b, pres, epoch, 1000)
 	cb := &captureBus{subscribed: make(chan struct{})}
 	rt, err := logic.New(logic.Config{Bus: cb, Presence: pres, Consumers: 1,
 		Plugins: []logic.Plugin{chat.New(chat.Config{Store: chat.NewMemoryStore(0, 0)})}})
@@ -299,4 +283,19 @@ func BenchmarkMemoryStoreAppendBusy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// connectUsers connects n users ("user-0"…) on edge e1 of pres, one connection each.
+func connectUsers(ctx context.Context, b *testing.B, pres presence.Store, epoch uint64, n int) []string {
+	b.Helper()
+	users := make([]string, n)
+	ops := make([]presence.Op, n)
+	for i := range users {
+		users[i] = "user-" + strconv.Itoa(i)
+		ops[i] = presence.Op{Kind: presence.OpConnect, ConnID: uint64(i + 1), User: users[i]}
+	}
+	if err := pres.Apply(ctx, "e1", epoch, ops); err != nil {
+		b.Fatal(err)
+	}
+	return users
 }
