@@ -84,17 +84,7 @@ func TestMemoryReceiverQueue(t *testing.T) {
 			s1.Close() // graceful: its handled messages were acked, the rest move on
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := handled()
-		if n == keys*per {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("handled %d of %d", n, keys*per)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitHandled(t, handled, keys*per)
 	for _, s := range subs {
 		s.Close()
 	}
@@ -135,17 +125,7 @@ func TestMemoryPublishNow(t *testing.T) {
 			s1.Close()
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := handled()
-		if n == keys*per {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("handled %d of %d", n, keys*per)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitHandled(t, handled, keys*per)
 	for _, s := range subs {
 		s.Close()
 	}
@@ -182,4 +162,16 @@ func inKeyOrder(t *testing.T) (bus.Handler, func() int) {
 		return nil
 	}
 	return h, func() int { mu.Lock(); defer mu.Unlock(); return total }
+}
+
+// waitHandled polls handled until it reports want, failing t after 10 s.
+func waitHandled(t *testing.T, handled func() int, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for n := handled(); n != want; n = handled() {
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of %d", n, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -52,6 +52,7 @@ type Store interface {
 type MemoryStore struct {
 	cap int
 	ttl time.Duration
+	now func() time.Time // time.Now; tests move it
 
 	mu     sync.Mutex
 	convs  map[string]*memConv            // guarded by mu
@@ -101,7 +102,7 @@ func NewMemoryStore(historyCap int, dedupeTTL time.Duration) *MemoryStore {
 	if dedupeTTL <= 0 {
 		dedupeTTL = 24 * time.Hour
 	}
-	return &MemoryStore{cap: historyCap, ttl: dedupeTTL, convs: make(map[string]*memConv),
+	return &MemoryStore{cap: historyCap, ttl: dedupeTTL, now: time.Now, convs: make(map[string]*memConv),
 		users: make(map[string]map[string]uint64), index: make(map[string]map[string]struct{}),
 		groups: make(map[string]map[string]struct{})}
 }
@@ -111,7 +112,7 @@ func (s *MemoryStore) Append(ctx context.Context, m Message, members []string) (
 	if err := ctx.Err(); err != nil {
 		return Message{}, false, err
 	}
-	now := time.Now()
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.convs[m.Conv]

@@ -14,6 +14,8 @@ func TestMemoryStoreSweepsExpiredCMIDs(t *testing.T) {
 	ctx := context.Background()
 	const historyCap, ttl = 2, 50 * time.Millisecond
 	s := NewMemoryStore(historyCap, ttl)
+	clock := time.Now()
+	s.now = func() time.Time { return clock }
 	conv := DirectConv("a", "b")
 	add := func(cmid string) (Message, bool) {
 		t.Helper()
@@ -29,7 +31,7 @@ func TestMemoryStoreSweepsExpiredCMIDs(t *testing.T) {
 	if m, dup := add("old-19"); !dup || m.Seq != 20 {
 		t.Fatalf("retry within the window: seq %d dup %v", m.Seq, dup)
 	}
-	time.Sleep(2 * ttl) // let every id expire
+	clock = clock.Add(2 * ttl) // every id expires
 	for i := range historyCap + 2 {
 		add("new-" + strconv.Itoa(i))
 	}
