@@ -13,12 +13,15 @@ import (
 
 // flakyPub refuses every connect / disconnect envelope while refuse says so (and the first
 // failFirst attempts in any case), and records, in order, the attempts and the accepted ones.
+// While hold is set, accepted events' done calls wait until release (held counts them).
 type flakyPub struct {
 	mu        sync.Mutex
 	failFirst int
 	refuse    bool
 	attempts  int
 	accepted  []protocol.Upstream
+	hold      chan struct{} // closed by release; nil: done runs at once
+	held      int
 	wg        sync.WaitGroup
 }
 
@@ -37,12 +40,44 @@ func (p *flakyPub) Publish(_ context.Context, _ string, payload []byte, _ map[st
 			err = errQueueFull
 		}
 	}
+	hold := p.hold
 	if err == nil {
 		p.accepted = append(p.accepted, u)
+		if hold != nil {
+			p.held++
+		}
+	} else {
+		hold = nil
 	}
 	p.mu.Unlock()
 	p.wg.Add(1)
-	go func() { defer p.wg.Done(); done(err) }()
+	go func() {
+		defer p.wg.Done()
+		if hold != nil {
+			<-hold
+		}
+		done(err)
+	}()
+}
+
+// holdAccepted makes the next accepted events wait for release before their done runs.
+func (p *flakyPub) holdAccepted() (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = make(chan struct{})
+	ch := p.hold
+	return func() {
+		p.mu.Lock()
+		p.hold = nil
+		p.mu.Unlock()
+		close(ch)
+	}
+}
+
+func (p *flakyPub) heldCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }
 
 func (p *flakyPub) setRefuse(v bool) {
@@ -116,6 +151,16 @@ func TestEventRetryOrder(t *testing.T) {
 		}
 		return nil
 	})
+	// The next attempt is accepted but its outcome held: the connect is still "being retried"
+	// when the client leaves, whenever that attempt comes.
+	release := pub.holdAccepted()
+	pub.setRefuse(false)
+	checkFor(t, 5*time.Second, func() error {
+		if n := pub.heldCount(); n != 1 {
+			return fmt.Errorf("%d attempts held", n)
+		}
+		return nil
+	})
 	c.Close()
 	checkFor(t, 5*time.Second, func() error {
 		if n := s.Stats().Open; n != 0 {
@@ -123,7 +168,10 @@ func TestEventRetryOrder(t *testing.T) {
 		}
 		return nil
 	})
-	pub.setRefuse(false)
+	if got := pub.events(id); fmt.Sprint(got) != fmt.Sprint([]protocol.UpKind{protocol.UpConnect}) {
+		t.Fatalf("before the connect's outcome: accepted %v, want only the connect", got)
+	}
+	release()
 	checkFor(t, 5*time.Second, wantEvents(pub, id, protocol.UpConnect, protocol.UpDisconnect))
 	if n := s.Stats().EventsDropped; n != 0 {
 		t.Fatalf("%d dropped, want 0", n)
