@@ -20,7 +20,8 @@ type MemoryConfig struct {
 	// ReapInterval is how often lapsed edges are removed and their users' offline events
 	// emitted. Queries hide a lapsed edge at once regardless. Zero means 100ms.
 	ReapInterval time.Duration
-	// EventBuffer is the capacity of each Events channel; a full channel drops events.
+	// EventBuffer is the capacity of each Events channel; an event that finds it full ends
+	// that subscription (see Store.Events).
 	// Zero means 4096.
 	EventBuffer int
 	// Logger receives rare diagnostics. Nil means silent.
@@ -638,7 +639,9 @@ func (s *MemoryStore) emitLocked(ev Event) {
 	for sub := range s.subs {
 		select {
 		case sub.ch <- ev:
-		default:
+		default: // a whole buffer behind: end the subscription rather than drop the event
+			delete(s.subs, sub)
+			close(sub.ch)
 		}
 	}
 }

@@ -119,9 +119,11 @@ type Store interface {
 	// Edges returns the live edges and their epochs.
 	Edges(ctx context.Context) (map[string]uint64, error)
 
-	// Events delivers user online/offline events until ctx ends. The channel is closed when ctx
-	// ends or the store closes. Slow receivers may miss events (the channel is bounded); the
-	// authoritative state is always ResolveUsers.
+	// Events delivers user online, offline and changed events until ctx ends. The channel is
+	// closed when ctx ends, when the store closes, or when the receiver fell a whole buffer
+	// behind: an event that does not fit ends the subscription instead of being dropped, so a
+	// receiver that caches answers learns that it missed some (subscribe again, and drop what
+	// the missed events could have changed). The authoritative state is always ResolveUsers.
 	Events(ctx context.Context) (<-chan Event, error)
 
 	// Close releases resources.

@@ -107,7 +107,8 @@ type RedisConfig struct {
 	// ApplyChunk is the number of ops per Lua call (bounds how long Redis is blocked). Zero
 	// means 512.
 	ApplyChunk int
-	// EventBuffer is the capacity of each Events channel. Zero means 4096.
+	// EventBuffer is the capacity of each Events channel; an event that finds it full ends that
+	// subscription (see Store.Events). Zero means 4096.
 	EventBuffer int
 	// DisableReaper turns the background reaper off (the lease cache is still refreshed). Zero
 	// value (false) means reaping is on; at least one replica must reap.
@@ -1167,8 +1168,12 @@ func (s *RedisStore) fanout(ch <-chan *redis.Message) {
 			for _, ev := range evs {
 				select {
 				case sub.ch <- ev:
-				default:
+					continue
+				default: // a whole buffer behind: end the subscription rather than drop the event
+					delete(s.subs, sub)
+					close(sub.ch)
 				}
+				break
 			}
 		}
 		s.subMu.Unlock()
