@@ -51,10 +51,18 @@ fi
 
 rc=0
 echo "run-tests: node --test (SB_WS_URL=$SB_WS_URL)"
-node --test --test-reporter=spec test/*.test.mjs || rc=1
+node --test --test-reporter=spec test/*.test.mjs 2>&1 | tee "$tmp/node.out" || rc=1
 echo "run-tests: browser test (SB_HTTP_URL=$SB_HTTP_URL)"
-node test/browser.mjs || rc=1
+node test/browser.mjs 2>&1 | tee "$tmp/browser.out" || rc=1
 if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
   echo "run-tests: switchboard died during the tests:"; cat "$tmp/err.log"; rc=1
+fi
+if [[ $rc -ne 0 ]]; then
+  # CI shows the end of the output: repeat what failed and why there (no stack frames).
+  {
+    echo "run-tests: FAILED"
+    sed -n '/failing tests:/,$p' "$tmp/node.out" | grep -v -E '^\s+at |^\s*$|^\s*\{|^\s*\}|code:|generatedMessage|operator:' | head -n 30
+    grep -E '^(FAIL|not ok)' "$tmp/browser.out" | head -n 10
+  } | tee "${SB_TEST_SUMMARY:-/dev/null}"
 fi
 exit $rc

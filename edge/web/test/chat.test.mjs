@@ -1,7 +1,7 @@
 // Chat through a real Switchboard edge with the chat plugin (SB_WS_URL).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { client, eventually, next, uniqueUser, wsURL } from './helpers.mjs';
+import { client, eventually, next, presenceOf, uniqueUser, wsURL } from './helpers.mjs';
 
 test('chat resume: B misses 3 messages while offline and gets exactly those once', async (t) => {
   wsURL();
@@ -78,9 +78,17 @@ test('chat: a group message reaches every member', async (t) => {
     assert.equal(r.data.conv, `g:${group}`);
   }
   const got = [[], [], []];
-  cs.forEach((c, i) => c.on('chat.msg', (m) => got[i].push(m)));
-  await cs[0].request('chat.send', { group, text: 'hi all' });
-  await eventually(() => got[1].length === 1 && got[2].length === 1, 'ben and cat to get it');
+  const welcomes = cs.map((c) => [c.welcome]);
+  cs.forEach((c, i) => {
+    c.on('chat.msg', (m) => got[i].push(m));
+    c.on('welcome', (w) => welcomes[i].push(w)); // a reconnect in between would show here
+  });
+  const sent = await cs[0].request('chat.send', { group, text: 'hi all' });
+  // On a timeout, say who missed it, where everyone was connected and what the sender got.
+  const state = async () => JSON.stringify({ sent: sent.data, got: got.map((g) => g.length),
+    welcomes: welcomes.map((ws, i) => ({ user: users[i], at: ws.map((w) => w && `${w.edge}/${w.conn}`) })),
+    presence: await presenceOf(users) });
+  await eventually(() => got[1].length === 1 && got[2].length === 1, async () => `ben and cat to get it: ${await state()}`);
   assert.equal(got[1][0].text, 'hi all');
   assert.equal(got[0].length, 0, 'the sending connection has the reply, not a copy');
 });

@@ -56,13 +56,15 @@ export function next(sb, type, pred = () => true, timeout = 15000) {
   });
 }
 
-/** Polls fn until it returns truthy or the deadline passes. */
+/** Polls fn until it returns truthy or the deadline passes. what names the wait in the
+ *  timeout's error: a string, or a (possibly async) function called then, to describe the state
+ *  at the end. */
 export async function eventually(fn, what, timeout = 15000) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === 'function' ? await what() : what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -135,4 +137,23 @@ export async function startProxy(upstream = wsURL()) {
     client.on('error', () => server.terminate());
   });
   return proxy;
+}
+
+/** What each logic replica's admin API (SB_LOGIC_ADMIN_URLS, comma-separated, e.g. the cluster's)
+ *  says of users' connections, for a failure message: {url: {user: [edge/conn…] | error}}. */
+export async function presenceOf(users) {
+  const out = {};
+  for (const base of (process.env.SB_LOGIC_ADMIN_URLS || '').split(',').filter(Boolean)) {
+    out[base] = {};
+    for (const u of users) {
+      try {
+        const r = await fetch(`${base.replace(/\/$/, '')}/admin/users/${encodeURIComponent(u)}`, { signal: AbortSignal.timeout(2000) });
+        const d = await r.json();
+        out[base][u] = r.ok ? (d.connections || []).map((c) => `${c.edge}/${c.conn}`) : `${r.status} ${d.error}`;
+      } catch (err) {
+        out[base][u] = String(err && err.message);
+      }
+    }
+  }
+  return out;
 }
