@@ -61,7 +61,10 @@ import (
 // Known limits: if a router dies between the edge script and the global pipeline of an Apply,
 // the user/room index may miss or keep entries of that batch until the edge's next Sync or
 // reap (entries of dead epochs are still filtered at read time). User events are
-// at-most-once per subscriber (pub/sub); after a FLUSHALL the online events fire again when
+// at-most-once per subscriber (pub/sub), but never lost without a word: a broken or silent
+// pub/sub connection, or a failed PUBLISH of this replica's events, ends this replica's
+// subscriptions (a PUBLISH that fails after the index was written is not seen by the other
+// replicas' subscribers: their caches rely on their TTL for those changes); after a FLUSHALL the online events fire again when
 // edges re-sync, without offline events before them. Counts.Users is a counter moved by the
 // online/offline transitions: a loss that is not atomic across the keys (a failover that
 // drops the last writes of one master, a FLUSHALL of some Cluster masters only, racing the
@@ -110,6 +113,10 @@ type RedisConfig struct {
 	// EventBuffer is the capacity of each Events channel; an event that finds it full ends that
 	// subscription (see Store.Events). Zero means 4096.
 	EventBuffer int
+	// EventPing is how long the events channel may stay silent before it is pinged, and how
+	// long a ping may go unanswered before the connection is replaced (ending every
+	// subscription: events may have been lost). Zero means 3s.
+	EventPing time.Duration
 	// DisableReaper turns the background reaper off (the lease cache is still refreshed). Zero
 	// value (false) means reaping is on; at least one replica must reap.
 	DisableReaper bool
@@ -131,7 +138,7 @@ func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 	if strings.ContainsAny(cfg.Prefix, "{}") {
 		return nil, fmt.Errorf("presence: redis config: prefix %q contains a brace: %w", cfg.Prefix, ErrInvalid)
 	}
-	if cfg.LeaseTTL < 0 || cfg.RefreshInterval < 0 || cfg.NegativeCacheTTL < 0 || cfg.ApplyChunk < 0 || cfg.EventBuffer < 0 {
+	if cfg.LeaseTTL < 0 || cfg.RefreshInterval < 0 || cfg.NegativeCacheTTL < 0 || cfg.ApplyChunk < 0 || cfg.EventBuffer < 0 || cfg.EventPing < 0 {
 		return nil, fmt.Errorf("presence: redis config: negative value: %w", ErrInvalid)
 	}
 	if cfg.Prefix == "" {
@@ -151,6 +158,9 @@ func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 	}
 	if cfg.EventBuffer == 0 {
 		cfg.EventBuffer = 4096
+	}
+	if cfg.EventPing == 0 {
+		cfg.EventPing = 3 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -746,6 +756,10 @@ func (s *RedisStore) writeGlobal(ctx context.Context, edge string, epoch uint64,
 	}
 	pipe.Publish(ctx, s.chEvents, encodeEvents(evs))
 	if _, err := pipe.Exec(ctx); err != nil {
+		// The change is written but its events are not published, and the edge's retry (a
+		// Sync) finds nothing left to change: tell this replica's subscribers that they missed
+		// events (see the type's known limits for the other replicas').
+		s.endSubs("publishing events failed", err)
 		return unavailable("apply events", err)
 	}
 	return nil
@@ -1130,6 +1144,13 @@ func (s *RedisStore) reap(ctx context.Context, edge string, epoch uint64, force 
 // ---- events ----
 
 // Events implements Store. Events of every replica arrive through the Redis channel.
+//
+// Pub/sub is at-most-once, and go-redis re-subscribes after a broken connection on its own,
+// silently: what was published in between is gone. So every gap ends all subscriptions (their
+// receivers learn that they missed events, as for a full buffer): a receive error, a ping
+// unanswered for EventPing (the connection is then replaced), and every re-subscription
+// confirmation (a subscriber that joined while the channel was down had been confirmed
+// without receiving anything).
 func (s *RedisStore) Events(ctx context.Context) (<-chan Event, error) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
@@ -1137,14 +1158,13 @@ func (s *RedisStore) Events(ctx context.Context) (<-chan Event, error) {
 		return nil, errClosed
 	}
 	if s.ps == nil {
-		ps := s.c.Subscribe(ctx, s.chEvents)
-		if _, err := ps.Receive(ctx); err != nil {
-			_ = ps.Close()
-			return nil, unavailable("subscribe", err)
+		ps, err := s.subscribe(ctx)
+		if err != nil {
+			return nil, err
 		}
 		s.ps = ps
 		s.psDone = make(chan struct{})
-		go s.fanout(ps.Channel(redis.WithChannelSize(1024)))
+		go s.fanout(ps)
 	}
 	sub := &memSub{ch: make(chan Event, s.cfg.EventBuffer)}
 	s.subs[sub] = struct{}{}
@@ -1159,24 +1179,146 @@ func (s *RedisStore) Events(ctx context.Context) (<-chan Event, error) {
 	return sub.ch, nil
 }
 
-func (s *RedisStore) fanout(ch <-chan *redis.Message) {
+// subscribe subscribes to the events channel and waits for Redis's confirmation.
+func (s *RedisStore) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	ps := s.c.Subscribe(ctx, s.chEvents)
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, unavailable("subscribe", err)
+	}
+	return ps, nil
+}
+
+// fanout reads the events channel (one PubSub, replaced when its connection is found dead)
+// and hands every event to every subscriber, until Close.
+func (s *RedisStore) fanout(ps *redis.PubSub) {
 	defer close(s.psDone)
-	for msg := range ch {
-		evs := decodeEvents(msg.Payload)
-		s.subMu.Lock()
-		for sub := range s.subs {
-			for _, ev := range evs {
-				select {
-				case sub.ch <- ev:
-					continue
-				default: // a whole buffer behind: end the subscription rather than drop the event
-					delete(s.subs, sub)
-					close(sub.ch)
+	ctx := context.Background()
+	pinged, errs := false, 0
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, s.cfg.EventPing)
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			timeout := errors.As(err, &ne) && ne.Timeout()
+			if errors.Is(err, redis.ErrClosed) {
+				if s.isClosed() {
+					return
 				}
-				break
+				timeout, pinged = true, true // not ours to close: replace it
+			}
+			if timeout {
+				if !pinged {
+					pinged = true
+					if ps.Ping(ctx) == nil {
+						continue // the PONG (or any message) clears pinged
+					}
+				}
+				// No answer for a whole interval: a dead connection that no read will report.
+				s.endSubs("no answer to a ping", err)
+				next, ok := s.resubscribe(ps)
+				if !ok {
+					return
+				}
+				ps, pinged = next, false
+				continue
+			}
+			// Broken connection: the next receive re-subscribes (go-redis); events in between
+			// are lost.
+			s.endSubs("receive failed", err)
+			errs++
+			if errs > 1 && !s.pause(100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		pinged, errs = false, 0
+		switch m := msg.(type) {
+		case *redis.Message:
+			s.deliver(decodeEvents(m.Payload))
+		case *redis.Subscription:
+			if m.Kind == "subscribe" { // a re-subscription: the channel was down until now
+				s.endSubs("re-subscribed", nil)
 			}
 		}
-		s.subMu.Unlock()
+	}
+}
+
+// deliver hands evs to every subscriber; one whose buffer is full loses its subscription
+// instead of the event.
+func (s *RedisStore) deliver(evs []Event) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for sub := range s.subs {
+		for _, ev := range evs {
+			select {
+			case sub.ch <- ev:
+				continue
+			default: // a whole buffer behind: end the subscription rather than drop the event
+				delete(s.subs, sub)
+				close(sub.ch)
+			}
+			break
+		}
+	}
+}
+
+// endSubs ends every subscription: events may have been lost.
+func (s *RedisStore) endSubs(why string, err error) {
+	s.subMu.Lock()
+	n := len(s.subs)
+	for sub := range s.subs {
+		delete(s.subs, sub)
+		close(sub.ch)
+	}
+	s.subMu.Unlock()
+	if s.cfg.Logger != nil && n > 0 {
+		s.cfg.Logger.Warn("presence: events channel interrupted, subscriptions ended", "why", why, "subscriptions", n, "err", err)
+	}
+}
+
+// resubscribe replaces ps (closed) with a new subscription, retrying until it is confirmed or
+// the store closes (ok false).
+func (s *RedisStore) resubscribe(ps *redis.PubSub) (*redis.PubSub, bool) {
+	_ = ps.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.EventPing)
+		next, err := s.subscribe(ctx)
+		cancel()
+		if err == nil {
+			s.subMu.Lock()
+			closed := s.closed
+			if !closed {
+				s.ps = next
+			}
+			s.subMu.Unlock()
+			if closed {
+				_ = next.Close()
+				return nil, false
+			}
+			s.endSubs("re-subscribed", nil) // subscribers that joined while it was down
+			return next, true
+		}
+		if !s.pause(100 * time.Millisecond) {
+			return nil, false
+		}
+	}
+}
+
+func (s *RedisStore) isClosed() bool {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	return s.closed
+}
+
+// pause waits d; false when the store is closing.
+func (s *RedisStore) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.stop:
+		return false
+	case <-t.C:
+		return !s.isClosed()
 	}
 }
 

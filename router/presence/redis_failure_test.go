@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,4 +240,91 @@ func TestScriptCacheLost(t *testing.T) {
 	if err != nil || rc["r"] != 2 {
 		t.Fatalf("room counts %v %v", rc, err)
 	}
+}
+
+// TestEventsKilledConnection: Redis drops the store's pub/sub connection (CLIENT KILL, as on a
+// Redis restart or a cut connection). go-redis re-subscribes by itself and says nothing, so
+// whatever was published in between is lost: the store must end the subscription (its
+// receiver, e.g. a router client's cache, learns that it missed events), and a new
+// subscription receives events again.
+func TestEventsKilledConnectionStandalone(t *testing.T) { testEventsKilled(t, "SB_REDIS_ADDR") }
+func TestEventsKilledConnectionCluster(t *testing.T)    { testEventsKilled(t, "SB_REDIS_CLUSTER_ADDRS") }
+
+func testEventsKilled(t *testing.T, env string) {
+	name := "sbtest-" + strings.TrimSuffix(presencetest.RedisPrefix(), ":")
+	admin := presencetest.RedisClient(t, env)
+	c := presencetest.RedisClient(t, env, func(o *redis.UniversalOptions) { o.ClientName = name }) // only the store's connections carry it
+	prefix := presencetest.RedisPrefix()
+	t.Cleanup(func() { presencetest.WipePrefix(nil, admin, prefix) })
+	s := newRedisStore(t, c, prefix)
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	evs, err := s.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := s.Register(ctx, "e", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(id uint64, user string) {
+		t.Helper()
+		if err := s.Apply(ctx, "e", ep, []presence.Op{{Kind: presence.OpConnect, ConnID: id, User: user}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(1, "before")
+	presencetest.AwaitOnline(ctx, t, evs, 1)
+
+	killed := 0
+	err = presencetest.ForEachMaster(ctx, admin, func(ctx context.Context, n *redis.Client) error {
+		list, err := n.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name="+name+" ") && strings.Contains(line, " cmd=subscribe") {
+				id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
+				if err := n.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
+					return err
+				}
+				killed++
+			}
+		}
+		return nil
+	})
+	if err != nil || killed == 0 {
+		t.Fatalf("killing the store's pub/sub connection: killed %d, err %v", killed, err)
+	}
+	end := time.After(5 * time.Second)
+	for ended := false; !ended; { // ended, not silently short of events
+		select {
+		case _, ok := <-evs:
+			ended = !ok
+		case <-end:
+			t.Fatal("the subscription went on after its connection was killed: what was published meanwhile is lost without a word")
+		}
+	}
+
+	// A new subscription gets events again (one that joined before the re-subscription was
+	// confirmed is ended too: subscribe again).
+	n := 0
+	presencetest.WaitUntil(t, 10*time.Second, "events on a new subscription", func() error {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		defer scancel()
+		evs, err := s.Events(sctx)
+		if err != nil {
+			return err
+		}
+		n++
+		user := fmt.Sprintf("after-%d", n)
+		connect(uint64(100+n), user)
+		for ev := range evs {
+			if ev.Kind == presence.EventUserOnline && ev.User == user {
+				return nil
+			}
+		}
+		return fmt.Errorf("subscription %d ended without %s's online event", n, user)
+	})
 }

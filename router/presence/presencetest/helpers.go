@@ -174,8 +174,8 @@ func WaitUntil(t testing.TB, d time.Duration, what string, cond func() error) ti
 
 // RedisClient returns a client of the Redis in environment variable name (one address:
 // standalone; several, comma-separated: Cluster), closed when t ends, or fails t when the
-// variable is unset or Redis unreachable.
-func RedisClient(t testing.TB, name string) redis.UniversalClient {
+// variable is unset or Redis unreachable. opts adjust the client's options.
+func RedisClient(t testing.TB, name string, opts ...func(*redis.UniversalOptions)) redis.UniversalClient {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
@@ -189,12 +189,11 @@ func RedisClient(t testing.TB, name string) redis.UniversalClient {
 		}
 		_ = c.Close()
 	}
-	var c redis.UniversalClient
-	if len(addrs) == 1 {
-		c = redis.NewClient(&redis.Options{Addr: addrs[0]})
-	} else {
-		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	o := &redis.UniversalOptions{Addrs: addrs} // one address: a *redis.Client, several: a *redis.ClusterClient
+	for _, f := range opts {
+		f(o)
 	}
+	c := redis.NewUniversalClient(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
