@@ -23,10 +23,11 @@ type reporter struct {
 	overflow bool // ops were dropped: a full Sync is needed
 	wake     chan struct{}
 
-	epoch   atomic.Uint64 // registered epoch; 0 = not registered
-	stopped atomic.Bool
-	syncs   atomic.Uint64
-	applied atomic.Uint64
+	epoch     atomic.Uint64 // registered epoch; 0 = not registered
+	stopped   atomic.Bool
+	syncs     atomic.Uint64
+	applied   atomic.Uint64
+	snapFails atomic.Uint64 // Syncs not sent: a loop did not answer the snapshot
 }
 
 func newReporter(s *Server) *reporter {
@@ -168,9 +169,16 @@ func (r *reporter) run(ctx context.Context) {
 		}
 		if needSync {
 			r.clearQueue() // ops queued so far are part of the snapshot
-			conns, rooms := r.s.snapshotAll(ctx, epoch)
+			conns, rooms, err := r.s.snapshotAll(ctx, epoch)
+			if err != nil { // a partial snapshot would tell the store those connections are gone
+				r.snapFails.Add(1)
+				if !fail("sync", err) {
+					return
+				}
+				continue
+			}
 			c, cancel := context.WithTimeout(ctx, 2*cfg.PresenceLease)
-			err := r.p.Sync(c, cfg.ID, epoch, conns, rooms)
+			err = r.p.Sync(c, cfg.ID, epoch, conns, rooms)
 			cancel()
 			switch {
 			case errors.Is(err, presence.ErrLeaseLost):
@@ -234,8 +242,13 @@ func (r *reporter) deregister(ctx context.Context) {
 	}
 }
 
-// snapshotAll collects every loop's connections and rooms (bounded wait per loop).
-func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn, map[string][]uint64) {
+// errSnapshotTimeout: a loop did not answer a snapshot request in time.
+var errSnapshotTimeout = errors.New("edge: a loop did not answer the presence snapshot in time")
+
+// snapshotAll collects every loop's connections and rooms (bounded wait per loop). It fails
+// when a loop does not answer in time: a Sync without that loop's connections would report
+// them gone (their users offline) until the next Sync.
+func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn, map[string][]uint64, error) {
 	var conns []presence.Conn
 	rooms := make(map[string][]uint64)
 	for _, l := range *s.loops.Load() {
@@ -243,7 +256,7 @@ func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn
 		if !l.enqueue(task{kind: tSnapshot, snap: ch}) {
 			continue
 		}
-		t := time.NewTimer(2 * time.Second)
+		t := time.NewTimer(s.snapWait)
 		select {
 		case sn := <-ch:
 			conns = append(conns, sn.conns...)
@@ -251,7 +264,10 @@ func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn
 				rooms[name] = append(rooms[name], ids...)
 			}
 		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
 		case <-t.C:
+			return nil, nil, errSnapshotTimeout
 		}
 		t.Stop()
 	}
@@ -259,5 +275,5 @@ func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn
 		conns[i].Edge = s.cfg.ID
 		conns[i].Epoch = epoch
 	}
-	return conns, rooms
+	return conns, rooms, nil
 }

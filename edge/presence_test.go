@@ -3,9 +3,12 @@ package edge
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/switchboard-io/switchboard/protocol"
 	"github.com/switchboard-io/switchboard/router/presence"
@@ -142,4 +145,118 @@ func TestPresenceReporting(t *testing.T) {
 	if store.applies.Load() == 0 {
 		t.Fatal("no Apply batches")
 	}
+}
+
+// stallingPub is a Publisher that holds the loop publishing a connect of user stall until
+// release is closed (a loop busy for longer than a presence snapshot waits).
+type stallingPub struct {
+	stall   string
+	once    sync.Once
+	stalled chan struct{} // closed when the loop is held
+	release chan struct{}
+}
+
+func (p *stallingPub) Publish(_ context.Context, key string, _ []byte, _ map[string]string, done func(error)) {
+	if key == p.stall {
+		p.once.Do(func() { // the connect; not the disconnect
+			close(p.stalled)
+			<-p.release
+		})
+	}
+	if done != nil {
+		done(nil)
+	}
+}
+
+// TestPresenceSyncWaitsForEveryLoop: a loop that does not answer the presence snapshot in
+// time makes the edge retry the Sync, never send it without that loop's connections (the
+// store would take them for gone and their users for offline until the next Sync).
+func TestPresenceSyncWaitsForEveryLoop(t *testing.T) {
+	mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	store := &countingStore{Store: mem}
+	pub := &stallingPub{stall: "stuck", stalled: make(chan struct{}), release: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(pub.release)
+		}
+	}
+	defer release()
+	cfg := testConfig()
+	cfg.Loops = 1
+	cfg.Presence = store
+	cfg.Publisher = pub
+	cfg.PresenceFlush = 5 * time.Millisecond
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.snapWait = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	defer func() {
+		release()
+		cancel()
+		<-errc
+	}()
+	<-s.Ready()
+
+	dialGorilla(t, s, "alice")
+	online := func(users ...string) func() error {
+		return func() error {
+			got, err := mem.ResolveUsers(context.Background(), users)
+			if err != nil {
+				return err
+			}
+			for _, u := range users {
+				if len(got[u]) != 1 {
+					return fmt.Errorf("%s has %d connections in the store", u, len(got[u]))
+				}
+			}
+			return nil
+		}
+	}
+	checkFor(t, 5*time.Second, online("alice"))
+
+	dialed := make(chan error, 1)
+	go func() { // its handshake completes only once the loop is released
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(s, "stuck"), nil)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			_, _, err = c.ReadMessage() // the welcome
+		}
+		dialed <- err
+	}()
+	<-pub.stalled
+	syncs := store.syncs.Load()
+	s.ResyncPresence()
+	checkFor(t, 5*time.Second, func() error {
+		if n := s.pres.snapFails.Load(); n < 2 {
+			return fmt.Errorf("%d snapshots failed", n)
+		}
+		return nil
+	})
+	if n := store.syncs.Load(); n != syncs {
+		t.Fatalf("%d Syncs sent while a loop could not answer its snapshot", n-syncs)
+	}
+	if err := online("alice")(); err != nil {
+		t.Fatalf("while the loop is held: %v", err)
+	}
+
+	release()
+	if err := <-dialed; err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if store.syncs.Load() == syncs {
+			return fmt.Errorf("no Sync after the loop answered")
+		}
+		return online("alice", "stuck")()
+	})
 }

@@ -125,7 +125,8 @@ type Server struct {
 
 	loopsMu   sync.Mutex
 	loops     atomic.Pointer[[]*loop]
-	userLoops *userLoops // which loops hold each user's connections
+	userLoops *userLoops    // which loops hold each user's connections
+	snapWait  time.Duration // how long a presence snapshot waits for each loop
 
 	epoch      atomic.Uint64
 	firstEpoch atomic.Uint64
@@ -190,6 +191,7 @@ func New(cfg Config) (*Server, error) {
 		closeCounts: make(map[uint16]uint64),
 		rejects:     make(map[int]uint64),
 		userLoops:   newUserLoops(),
+		snapWait:    2 * time.Second,
 	}
 	s.auth = newAuthenticator(&s.cfg)
 	s.srcLim = newSourceLimits(s.cfg.MaxConnsPerSource, s.cfg.SourceHandshakeRate, s.cfg.SourceHandshakeBurst)
