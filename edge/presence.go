@@ -154,7 +154,7 @@ func (r *reporter) run(ctx context.Context) {
 				clear(batch)
 				switch {
 				case errors.Is(err, presence.ErrLeaseLost):
-					r.epoch.CompareAndSwap(epoch, 0)
+					r.leaseLost(epoch, "apply")
 					continue
 				case err != nil:
 					needSync = true // the store may have missed the batch: re-send everything
@@ -182,7 +182,7 @@ func (r *reporter) run(ctx context.Context) {
 			cancel()
 			switch {
 			case errors.Is(err, presence.ErrLeaseLost):
-				r.epoch.CompareAndSwap(epoch, 0)
+				r.leaseLost(epoch, "sync")
 				continue
 			case err != nil:
 				if !fail("sync", err) {
@@ -200,7 +200,7 @@ func (r *reporter) run(ctx context.Context) {
 			cancel()
 			switch {
 			case errors.Is(err, presence.ErrLeaseLost):
-				r.epoch.CompareAndSwap(epoch, 0)
+				r.leaseLost(epoch, "renew")
 				continue
 			case err != nil:
 				if !fail("renew", err) {
@@ -276,4 +276,13 @@ func (s *Server) snapshotAll(ctx context.Context, epoch uint64) ([]presence.Conn
 		conns[i].Epoch = epoch
 	}
 	return conns, rooms, nil
+}
+
+// leaseLost forgets epoch after the store refused it (the lease lapsed and the edge was reaped,
+// or Redis lost its data): the edge registers again and re-sends its state; until then its
+// users look offline to the cluster.
+func (r *reporter) leaseLost(epoch uint64, during string) {
+	if r.epoch.CompareAndSwap(epoch, 0) {
+		r.s.log.Warn("edge: presence lease lost; registering again", "epoch", epoch, "during", during)
+	}
 }

@@ -1091,6 +1091,7 @@ func (s *RedisStore) reap(ctx context.Context, edge string, epoch uint64, force 
 		if !ok {
 			return nil
 		}
+		s.cfg.Logger.Info("presence: reaping a registration whose lease is gone", "edge", edge, "epoch", epoch)
 	}
 	kc, km, kr := s.kEdge(edge, epoch, "c"), s.kEdge(edge, epoch, "m"), s.kEdge(edge, epoch, "r")
 	now := time.Now()
