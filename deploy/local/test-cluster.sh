@@ -21,7 +21,7 @@ cleanup() {
     for f in "$SB_STATE_DIR"/cluster/*.log; do
       [[ -s "$f" && "$f" -nt "$summary" ]] || continue # this run's logs only
       echo "---- test-cluster: $(basename "$f"): warnings and errors (last 15), then the last 10 lines"
-      grep -E 'level=(WARN|ERROR)|"level":"(warn|error)"|panic' "$f" | tail -n 15 || true
+      grep -E 'level=(WARN|ERROR)|"level":"(warn|error)"|panic|reaping' "$f" | tail -n 15 || true
       tail -n 10 "$f"
     done
     echo "---- test-cluster: failed"
