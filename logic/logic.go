@@ -450,6 +450,8 @@ func (r *Runtime) handle(ctx context.Context, d *bus.Delivery) error {
 	}
 	if IsTransient(err) && d.Redeliveries < r.cfg.MaxRedeliveries {
 		r.stats.nacks.Add(1)
+		r.warnf("logic: frame failed, to be redelivered", "kind", up.Kind, "type", c.Type, "user", c.User,
+			"redeliveries", d.Redeliveries, "err", err)
 		return err
 	}
 	return r.fail(ctx, c, err)
