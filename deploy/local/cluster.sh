@@ -41,6 +41,13 @@ pattern_of() {
 
 http_ok() { curl -sf --max-time 2 "$1" >/dev/null 2>&1; }
 
+# all_edges_up: HAProxy's stats (CSV: field 18 is the status) show every edge server UP.
+all_edges_up() {
+  local csv
+  csv="$(curl -sf --max-time 2 "http://127.0.0.1:$STATS_PORT/stats;csv")" || return 1
+  [[ "$(awk -F, '$1 == "edges" && $2 ~ /^edge[0-9]+$/ && $18 == "UP"' <<<"$csv" | wc -l)" -eq "$EDGES" ]]
+}
+
 # start_proc NAME CMD... starts CMD in its own session, stdout+stderr to NAME.log, pid in NAME.pid.
 start_proc() {
   local name="$1"
@@ -114,9 +121,10 @@ up() {
   render_haproxy
   start_proc haproxy haproxy -db -f "$DIR/haproxy.cfg"
   wait_ready haproxy "http://127.0.0.1:$STATS_PORT/healthz"
-  # HAProxy marks the edges up after its first health checks.
-  wait_until 20 "an edge behind HAProxy" http_ok "http://127.0.0.1:$FRONT_PORT/healthz" ||
-    die "HAProxy has no healthy edge"
+  # HAProxy marks the edges up after its first health checks (rise 2): until then it sends
+  # every connection to the edges it already has.
+  wait_until 20 "every edge up behind HAProxy" all_edges_up ||
+    die "HAProxy does not have all $EDGES edges up: $(curl -sf --max-time 2 "http://127.0.0.1:$STATS_PORT/stats;csv" | awk -F, '$1 == "edges" { printf "%s %s; ", $2, $18 }')"
 
   if [[ "${SB_OBSERVE:-}" == 1 ]]; then
     start_prometheus
