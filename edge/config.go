@@ -158,6 +158,12 @@ type Config struct {
 	// before it is sent. Zero means 512 ops and 20ms.
 	PresenceBatch int
 	PresenceFlush time.Duration
+	// WelcomeWait is how long a new connection's upgrade response and welcome wait for the
+	// presence store to acknowledge the connection, so that once welcomed a client is
+	// reachable from every logic replica (a message resolved in between would miss it).
+	// Past it the client is welcomed anyway (the store is slow or down). Zero means 1s;
+	// negative: welcome at once. Only with Presence.
+	WelcomeWait time.Duration
 	// PresenceQueue bounds queued presence ops; when full, the edge re-syncs its full state
 	// instead of blocking. Zero means 65536.
 	PresenceQueue int
@@ -255,6 +261,9 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.PresenceLease, 3*time.Second)
 	defi(&cfg.PresenceBatch, 512)
 	def(&cfg.PresenceFlush, 20*time.Millisecond)
+	if cfg.WelcomeWait == 0 { // negative: no wait
+		cfg.WelcomeWait = time.Second
+	}
 	defi(&cfg.PresenceQueue, 65536)
 	defi(&cfg.HTTPWorkers, 64)
 	defi(&cfg.CompressionThreshold, 256)

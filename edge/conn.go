@@ -37,6 +37,7 @@ const (
 	flagDeflate                      // permessage-deflate was negotiated
 	flagFragZ                        // the fragmented message is compressed
 	flagConnRetry                    // the upstream connect is being retried (events.go)
+	flagHello                        // upgrade response and welcome held until presence has it (hello.go)
 )
 
 // wsConn is one client connection. It is owned by its loop's goroutine: no field may be
@@ -508,6 +509,9 @@ func (l *loop) writeNow(wc *wsConn, b []byte) {
 	if wc.state != connOpen {
 		return
 	}
+	if wc.flags&flagHello != 0 {
+		l.sendHello(wc)
+	}
 	l.flushConn(wc)
 	if wc.state != connOpen {
 		return
@@ -524,6 +528,9 @@ func (l *loop) flushConn(wc *wsConn) {
 	if wc.pend == 0 {
 		return
 	}
+	if wc.flags&flagHello != 0 {
+		l.sendHello(wc)
+	}
 	i := wc.pend - 1
 	vec, n := l.pvecs[i], l.pbytes[i]
 	if len(vec) == 0 {
@@ -538,6 +545,9 @@ func (l *loop) flushConn(wc *wsConn) {
 func (l *loop) writeVec(wc *wsConn, vec [][]byte, n int) {
 	if wc.state != connOpen {
 		return
+	}
+	if wc.flags&flagHello != 0 {
+		l.sendHello(wc)
 	}
 	if wc.c.OutboundBuffered()+n > l.s.cfg.MaxOutboundBytes {
 		l.closeWith(wc, uint16(protocol.CloseSlowConsumer), protocol.CloseSlowConsumer.String())
@@ -604,6 +614,9 @@ func (l *loop) terminate(wc *wsConn, code uint16) {
 		return
 	}
 	s := l.s
+	if wc.flags&flagHello != 0 {
+		l.sendHello(wc) // the client sees the upgrade and the welcome before the close
+	}
 	l.unindex(wc)
 	s.open.Add(-1)
 	s.presenceOp(presence.Op{Kind: presence.OpDisconnect, ConnID: wc.id, User: wc.user})
@@ -653,7 +666,7 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 	l.index(wc)
 	s.open.Add(1)
 	s.upgrades.Add(1)
-	s.presenceOp(presence.Op{Kind: presence.OpConnect, ConnID: wc.id, User: user, Meta: meta})
+	pseq := s.presenceOp(presence.Op{Kind: presence.OpConnect, ConnID: wc.id, User: user, Meta: meta})
 	if pub := s.cfg.Publisher; pub != nil {
 		u := protocol.Upstream{Kind: protocol.UpConnect, Edge: s.cfg.ID, Epoch: s.epoch.Load(), Conn: wc.id,
 			User: user, Meta: meta, TimeUnixNano: time.Now().UnixNano()}
@@ -670,7 +683,11 @@ func (l *loop) open(wc *wsConn, user string, proto, deflate bool, meta map[strin
 	l.cbuf = data
 	f := protocol.ServerFrame{Type: protocol.TypeWelcome, Data: data}
 	l.wbuf = encodeServerFrame(append(l.wbuf[:0], resp...), wc.codec(), &f)
-	l.writeNow(wc, l.wbuf)
+	if pseq != 0 && s.cfg.WelcomeWait > 0 {
+		l.holdHello(wc, pseq, l.wbuf)
+	} else {
+		l.writeNow(wc, l.wbuf)
+	}
 	if wc.state == connOpen {
 		l.schedule(wc, l.nextDue(wc))
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -35,6 +36,7 @@ const (
 	tCloseAll
 	tSnapshot
 	tEvent
+	tHello // presence acknowledged more connections: send their held hellos (hello.go)
 )
 
 // task is a unit of work handed to a loop by another goroutine.
@@ -107,6 +109,8 @@ type loop struct {
 	rng      *rand.Rand
 	fanAt    []int64            // dispatch times of the deliveries run this turn
 	deferred map[uint64]*pubReq // disconnects held while their connect is retried (events.go)
+	hellos   helloQueue         // connections whose upgrade and welcome wait for presence (hello.go)
+	helloN   atomic.Int32       // len of hellos still waiting, for other goroutines
 }
 
 type drainState struct {
@@ -305,6 +309,9 @@ func (l *loop) run(t *task) {
 		l.answer(t.req)
 	case tTick:
 		l.tick()
+		l.helloDue()
+	case tHello:
+		l.helloDue()
 	case tDrain:
 		l.startDrain()
 	case tCloseAll:

@@ -20,8 +20,14 @@ type reporter struct {
 
 	mu       sync.Mutex
 	q        []presence.Op
-	overflow bool // ops were dropped: a full Sync is needed
+	qs       []uint64 // q's sequence numbers
+	pushed   uint64   // sequence number of the last op pushed
+	overflow bool     // ops were dropped: a full Sync is needed
 	wake     chan struct{}
+
+	// acked is the sequence number up to which every op is in the store (applied, or part of
+	// a Sync's snapshot): a connection whose connect op is at or below it is reachable.
+	acked atomic.Uint64
 
 	epoch     atomic.Uint64 // registered epoch; 0 = not registered
 	stopped   atomic.Bool
@@ -34,11 +40,13 @@ func newReporter(s *Server) *reporter {
 	return &reporter{s: s, p: s.cfg.Presence, wake: make(chan struct{}, 1)}
 }
 
-// presenceOp queues op for the reporter. Safe from any goroutine; never blocks.
-func (s *Server) presenceOp(op presence.Op) {
+// presenceOp queues op for the reporter and returns its sequence number (0 without presence).
+// Safe from any goroutine; never blocks.
+func (s *Server) presenceOp(op presence.Op) uint64 {
 	if s.pres != nil {
-		s.pres.push(op)
+		return s.pres.push(op)
 	}
+	return 0
 }
 
 // ResyncPresence asks the reporter to re-send the edge's full presence state (anti-entropy).
@@ -51,16 +59,35 @@ func (s *Server) ResyncPresence() {
 	}
 }
 
-func (r *reporter) push(op presence.Op) {
+func (r *reporter) push(op presence.Op) uint64 {
 	r.mu.Lock()
+	r.pushed++
+	seq := r.pushed
 	if len(r.q) >= r.s.cfg.PresenceQueue {
-		r.overflow = true
-		r.q = r.q[:0]
+		r.overflow = true // the Sync that follows covers the dropped ops
+		r.q, r.qs = r.q[:0], r.qs[:0]
 	} else {
 		r.q = append(r.q, op)
+		r.qs = append(r.qs, seq)
 	}
 	r.mu.Unlock()
 	r.signal()
+	return seq
+}
+
+// ack records that every op up to seq is in the store and lets the loops send the hellos
+// that waited for it.
+func (r *reporter) ack(seq uint64) {
+	for {
+		cur := r.acked.Load()
+		if seq <= cur {
+			return
+		}
+		if r.acked.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	r.s.hellosAcked()
 }
 
 func (r *reporter) signal() {
@@ -70,29 +97,37 @@ func (r *reporter) signal() {
 	}
 }
 
-// take removes up to n queued ops; sync reports whether a full Sync is due instead.
-func (r *reporter) take(dst []presence.Op, n int) (ops []presence.Op, sync bool) {
+// take removes up to n queued ops and returns the sequence number of the last; sync reports
+// whether a full Sync is due instead.
+func (r *reporter) take(dst []presence.Op, n int) (ops []presence.Op, last uint64, sync bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.overflow {
 		r.overflow = false
-		r.q = r.q[:0]
-		return dst[:0], true
+		r.q, r.qs = r.q[:0], r.qs[:0]
+		return dst[:0], 0, true
 	}
 	k := min(n, len(r.q))
 	dst = append(dst[:0], r.q[:k]...)
+	if k > 0 {
+		last = r.qs[k-1]
+	}
 	rest := copy(r.q, r.q[k:])
 	clear(r.q[rest:])
 	r.q = r.q[:rest]
-	return dst, false
+	r.qs = r.qs[:copy(r.qs, r.qs[k:])]
+	return dst, last, false
 }
 
-func (r *reporter) clearQueue() {
+// clearQueue drops the queued ops (a Sync's snapshot follows) and returns the sequence number
+// of the last op pushed: the snapshot covers every op up to it.
+func (r *reporter) clearQueue() uint64 {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	clear(r.q)
-	r.q = r.q[:0]
+	r.q, r.qs = r.q[:0], r.qs[:0]
 	r.overflow = false
-	r.mu.Unlock()
+	return r.pushed
 }
 
 func (r *reporter) pending() bool {
@@ -145,7 +180,8 @@ func (r *reporter) run(ctx context.Context) {
 		}
 		if !needSync {
 			var ops []presence.Op
-			ops, needSync = r.take(batch, cfg.PresenceBatch)
+			var last uint64
+			ops, last, needSync = r.take(batch, cfg.PresenceBatch)
 			batch = ops
 			if len(ops) > 0 {
 				c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
@@ -164,11 +200,12 @@ func (r *reporter) run(ctx context.Context) {
 					continue
 				}
 				r.applied.Add(uint64(len(ops)))
+				r.ack(last)
 				backoff = 50 * time.Millisecond
 			}
 		}
 		if needSync {
-			r.clearQueue() // ops queued so far are part of the snapshot
+			covered := r.clearQueue() // ops queued so far are part of the snapshot
 			conns, rooms, err := r.s.snapshotAll(ctx, epoch)
 			if err != nil { // a partial snapshot would tell the store those connections are gone
 				r.snapFails.Add(1)
@@ -191,6 +228,7 @@ func (r *reporter) run(ctx context.Context) {
 				continue
 			}
 			r.syncs.Add(1)
+			r.ack(covered)
 			needSync = false
 			backoff = 50 * time.Millisecond
 		}
@@ -215,7 +253,8 @@ func (r *reporter) run(ctx context.Context) {
 			r.mu.Lock()
 			full := len(r.q) >= cfg.PresenceBatch || r.overflow
 			r.mu.Unlock()
-			if !full && !sleep(min(cfg.PresenceFlush, time.Until(nextRenew))) {
+			// No batching delay while hellos wait for these ops.
+			if !full && r.s.hellosWaiting.Load() == 0 && !sleep(min(cfg.PresenceFlush, time.Until(nextRenew))) {
 				return
 			}
 			continue

@@ -260,3 +260,100 @@ func TestPresenceSyncWaitsForEveryLoop(t *testing.T) {
 		return online("alice", "stuck")()
 	})
 }
+
+// gatedStore holds every Apply that carries a connect of user until open is closed.
+type gatedStore struct {
+	presence.Store
+	user    string
+	entered chan struct{} // closed when such an Apply arrived
+	once    sync.Once
+	open    chan struct{}
+}
+
+func (g *gatedStore) Apply(ctx context.Context, edge string, epoch uint64, ops []presence.Op) error {
+	for _, op := range ops {
+		if op.Kind == presence.OpConnect && op.User == g.user {
+			g.once.Do(func() { close(g.entered) })
+			select {
+			case <-g.open:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return g.Store.Apply(ctx, edge, epoch, ops)
+}
+
+// TestWelcomeAfterPresence: a client is welcomed only once the presence store has its
+// connection — a message resolved right after the welcome reaches it — and, when the store
+// does not answer, after WelcomeWait anyway.
+func TestWelcomeAfterPresence(t *testing.T) {
+	start := func(t *testing.T, wait time.Duration) (*presence.MemoryStore, *gatedStore, *Server) {
+		mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mem.Close() })
+		g := &gatedStore{Store: mem, user: "alice", entered: make(chan struct{}), open: make(chan struct{})}
+		cfg := testConfig()
+		cfg.Presence = g
+		cfg.PresenceLease = 30 * time.Second // the held Apply must not cost the lease
+		cfg.WelcomeWait = wait
+		return mem, g, startEdge(t, cfg)
+	}
+	type welcome struct {
+		conns int // alice's connections in the store when the welcome arrived
+		err   error
+	}
+	dial := func(t *testing.T, s *Server, mem *presence.MemoryStore) <-chan welcome {
+		out := make(chan welcome, 1)
+		go func() {
+			c, _, err := websocket.DefaultDialer.Dial(wsURL(s, "alice"), nil)
+			if err == nil {
+				t.Cleanup(func() { c.Close() })
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, _, err = c.ReadMessage()
+			}
+			var n int
+			if err == nil {
+				var m map[string][]presence.Conn
+				m, err = mem.ResolveUsers(context.Background(), []string{"alice"})
+				n = len(m["alice"])
+			}
+			out <- welcome{n, err}
+		}()
+		return out
+	}
+
+	t.Run("held until the store has it", func(t *testing.T) {
+		mem, g, s := start(t, 10*time.Second)
+		got := dial(t, s, mem)
+		<-g.entered
+		select {
+		case w := <-got:
+			t.Fatalf("welcomed while the store did not have the connection (it had %d, err %v)", w.conns, w.err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		close(g.open)
+		w := <-got
+		if w.err != nil || w.conns != 1 {
+			t.Fatalf("welcome: err %v, alice's connections in the store %d, want 1", w.err, w.conns)
+		}
+	})
+
+	t.Run("welcomed after WelcomeWait when the store does not answer", func(t *testing.T) {
+		mem, g, s := start(t, 300*time.Millisecond)
+		defer close(g.open)
+		t0 := time.Now()
+		w := <-dial(t, s, mem)
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
+		if d := time.Since(t0); d < 300*time.Millisecond {
+			t.Fatalf("welcomed after %v, before WelcomeWait", d)
+		}
+		if w.conns != 0 {
+			t.Fatalf("the store has %d connections of alice: the Apply was held", w.conns)
+		}
+	})
+}

@@ -128,6 +128,8 @@ type Server struct {
 	userLoops *userLoops    // which loops hold each user's connections
 	snapWait  time.Duration // how long a presence snapshot waits for each loop
 
+	hellosWaiting atomic.Int64 // hellos held for presence, on all loops (hello.go)
+
 	epoch      atomic.Uint64
 	firstEpoch atomic.Uint64
 

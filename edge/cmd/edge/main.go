@@ -50,7 +50,7 @@ type options struct {
 	origins                                   []string
 	loops, maxPerSource                       int
 	sourceRate                                float64
-	drain, moveJitter, lease, coalesce        time.Duration
+	drain, moveJitter, lease, coalesce, hello time.Duration
 	batching                                  time.Duration
 	reusePort, pprof                          bool
 	logLevel                                  slog.Level
@@ -76,6 +76,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drain, "drain", cli.EnvDuration("SB_EDGE_DRAIN", 10*time.Second), "drain window: clients are told to move over this span on SIGTERM (SB_EDGE_DRAIN)")
 	fs.DurationVar(&o.moveJitter, "move-jitter", cli.EnvDuration("SB_EDGE_MOVE_JITTER", 5*time.Second), "upper bound of the reconnect delay hint in move frames (SB_EDGE_MOVE_JITTER)")
 	fs.DurationVar(&o.lease, "lease", cli.EnvDuration("SB_EDGE_LEASE", 3*time.Second), "presence lease (SB_EDGE_LEASE)")
+	fs.DurationVar(&o.hello, "welcome-wait", cli.EnvDuration("SB_EDGE_WELCOME_WAIT", time.Second), "longest a new connection's upgrade and welcome wait for the router to have it, so that a welcomed client is reachable (SB_EDGE_WELCOME_WAIT; negative: no wait)")
 	fs.IntVar(&o.maxPerSource, "max-conns-per-source", cli.EnvInt("SB_EDGE_MAX_CONNS_PER_SOURCE", 0), "connections one remote IP may hold; over it 429 (SB_EDGE_MAX_CONNS_PER_SOURCE; 0: no cap — behind a balancer, cap at the balancer)")
 	fs.Float64Var(&o.sourceRate, "source-handshake-rate", 0, "new connections per second per remote IP, burst 2x; over it 429 (0: no cap)")
 	fs.StringVar(&o.adminToken, "admin-token", cli.Env("SB_ADMIN_TOKEN", ""), "bearer token for POST /admin/drain (SB_ADMIN_TOKEN; empty: no admin endpoint)")
@@ -211,6 +212,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Publisher:           wire.NewPublisher(b, o.namespace),
 		Presence:            rc,
 		PresenceLease:       o.lease,
+		WelcomeWait:         o.hello,
 		HTTPHandler:         mux,
 		DrainWindow:         o.drain,
 		MoveJitter:          o.moveJitter,
