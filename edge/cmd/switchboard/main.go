@@ -39,6 +39,7 @@ type options struct {
 	loops  int
 	drain  time.Duration
 	pace   time.Duration
+	hello  time.Duration
 	rport  bool
 	pprof  bool
 	logLvl slog.Level
@@ -52,6 +53,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.id, "id", "embedded", "edge id")
 	fs.IntVar(&o.loops, "loops", 0, "edge event loops (0: one per CPU)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Second, "on SIGINT/SIGTERM, span over which clients are told to move")
+	fs.DurationVar(&o.hello, "welcome-wait", time.Second, "longest a new connection's upgrade and welcome wait for presence to have it (negative: no wait)")
 	fs.DurationVar(&o.pace, "coalesce", 300*time.Millisecond, "room chatter (ordinary danmaku) to a connection is written at most once per this interval, several frames in one writev; a lone message goes at once (0: one write per frame)")
 	fs.BoolVar(&o.rport, "reuseport", false, "SO_REUSEPORT: every event loop accepts on its own listener, no hand-off of new connections between threads: more handshakes per CPU-second, but a busy loop's own accept queue overflows in a reconnect storm (off for port 0; an address already in use is still an error)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ and the edge's counters as JSON at /debug/edge")
@@ -117,6 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MoveJitter:      o.drain,
 		DrainGrace:      time.Second,
 		WriteCoalesce:   o.pace,
+		WelcomeWait:     o.hello,
 		ReusePort:       o.rport,
 		Logger:          log.With("component", "edge"),
 	})
