@@ -139,11 +139,15 @@ func (r *reporter) pending() bool {
 func (r *reporter) run(ctx context.Context) {
 	cfg := &r.s.cfg
 	log := r.s.log
-	renewEvery := max(cfg.PresenceLease/3, time.Millisecond)
 	backoff := 50 * time.Millisecond
 	needSync := true
-	var nextRenew time.Time
 	var batch []presence.Op
+	// The lease is renewed on a goroutine of its own, so that slow Applies (a storm of
+	// connects against a loaded router) cannot make it lapse.
+	var renewWG sync.WaitGroup
+	renewWG.Add(1)
+	go func() { defer renewWG.Done(); r.renew(ctx) }()
+	defer renewWG.Wait()
 	sleep := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -175,7 +179,6 @@ func (r *reporter) run(ctx context.Context) {
 			r.epoch.Store(e)
 			r.s.addEpoch(e)
 			needSync = true
-			nextRenew = time.Now().Add(renewEvery)
 			continue
 		}
 		if !needSync {
@@ -232,42 +235,53 @@ func (r *reporter) run(ctx context.Context) {
 			needSync = false
 			backoff = 50 * time.Millisecond
 		}
-		if !time.Now().Before(nextRenew) {
-			c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
-			err := r.p.Renew(c, cfg.ID, epoch)
-			cancel()
-			switch {
-			case errors.Is(err, presence.ErrLeaseLost):
-				r.leaseLost(epoch, "renew")
-				continue
-			case err != nil:
-				if !fail("renew", err) {
-					return
-				}
-				continue
-			}
-			nextRenew = time.Now().Add(renewEvery)
-		}
 		if r.pending() {
 			// Let a batch build up for PresenceFlush, unless it is already full.
 			r.mu.Lock()
 			full := len(r.q) >= cfg.PresenceBatch || r.overflow
 			r.mu.Unlock()
 			// No batching delay while hellos wait for these ops.
-			if !full && r.s.hellosWaiting.Load() == 0 && !sleep(min(cfg.PresenceFlush, time.Until(nextRenew))) {
+			if !full && r.s.hellosWaiting.Load() == 0 && !sleep(cfg.PresenceFlush) {
 				return
 			}
 			continue
 		}
-		t := time.NewTimer(max(time.Until(nextRenew), 0))
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-r.wake:
+		}
+	}
+}
+
+// renew renews the registered lease every PresenceLease/3 until ctx ends or the reporter
+// stops. A lost lease makes run register again.
+func (r *reporter) renew(ctx context.Context) {
+	cfg := &r.s.cfg
+	t := time.NewTicker(max(cfg.PresenceLease/3, time.Millisecond))
+	defer t.Stop()
+	var lastWarn time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
 		case <-t.C:
 		}
-		t.Stop()
+		epoch := r.epoch.Load()
+		if epoch == 0 || r.stopped.Load() {
+			continue
+		}
+		c, cancel := context.WithTimeout(ctx, cfg.PresenceLease)
+		err := r.p.Renew(c, cfg.ID, epoch)
+		cancel()
+		switch {
+		case errors.Is(err, presence.ErrLeaseLost):
+			r.leaseLost(epoch, "renew")
+			r.signal()
+		case err != nil && ctx.Err() == nil && time.Since(lastWarn) > 10*time.Second:
+			lastWarn = time.Now()
+			r.s.log.Warn("edge: presence renew", "err", err)
+		}
 	}
 }
 

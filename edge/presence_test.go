@@ -268,12 +268,17 @@ type gatedStore struct {
 	entered chan struct{} // closed when such an Apply arrived
 	once    sync.Once
 	open    chan struct{}
+	stuck   bool // ignore the call's deadline too (a stuck call)
 }
 
 func (g *gatedStore) Apply(ctx context.Context, edge string, epoch uint64, ops []presence.Op) error {
 	for _, op := range ops {
 		if op.Kind == presence.OpConnect && op.User == g.user {
 			g.once.Do(func() { close(g.entered) })
+			if g.stuck {
+				<-g.open
+				continue
+			}
 			select {
 			case <-g.open:
 			case <-ctx.Done():
@@ -356,4 +361,48 @@ func TestWelcomeAfterPresence(t *testing.T) {
 			t.Fatalf("the store has %d connections of alice: the Apply was held", w.conns)
 		}
 	})
+}
+
+// TestPresenceLeaseOutlivesStuckApply: the lease is renewed while an Apply hangs for several
+// lease times (a loaded router), so the edge keeps its registration (no re-register, no full
+// re-Sync of every connection, no users looking offline meanwhile).
+func TestPresenceLeaseOutlivesStuckApply(t *testing.T) {
+	mem, err := presence.NewMemoryStore(presence.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	g := &gatedStore{Store: mem, user: "slow", entered: make(chan struct{}), open: make(chan struct{}), stuck: true}
+	store := &countingStore{Store: g}
+	cfg := testConfig()
+	cfg.Presence = store
+	cfg.PresenceLease = 300 * time.Millisecond
+	cfg.WelcomeWait = -1
+	s := startEdge(t, cfg)
+	released := false
+	defer func() {
+		if !released {
+			close(g.open)
+		}
+	}()
+	dialGorilla(t, s, "slow")
+	<-g.entered
+	epoch := s.Epoch()
+	for end := time.Now().Add(3 * cfg.PresenceLease); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if e := s.Epoch(); e != epoch {
+			t.Fatalf("the lease lapsed while an Apply hung: epoch %d -> %d", epoch, e)
+		}
+	}
+	released = true
+	close(g.open)
+	checkFor(t, 5*time.Second, func() error {
+		m, err := mem.ResolveUsers(context.Background(), []string{"slow"})
+		if err != nil || len(m["slow"]) != 1 {
+			return fmt.Errorf("slow: %v %v", m, err)
+		}
+		return nil
+	})
+	if n := store.registers.Load(); n != 1 {
+		t.Fatalf("%d registrations, want 1", n)
+	}
 }
