@@ -10,10 +10,12 @@ import (
 	"github.com/switchboard-io/switchboard/router/presence"
 )
 
-// reporter sends the edge's presence to Config.Presence from one goroutine. Loops push ops
-// into a bounded queue (never blocking); the reporter batches them into Apply calls, renews the
-// lease, and re-sends the full state with Sync after registering, after ErrLeaseLost, after a
-// failed Apply (the store was unavailable), when the queue overflowed, or when asked.
+// reporter sends the edge's presence to Config.Presence from one goroutine (and renews the
+// lease from a second, so that slow Applies cannot make it lapse). Loops push ops into a
+// bounded queue (never blocking); the reporter batches them into Apply calls, and re-sends the
+// full state with Sync after registering, after ErrLeaseLost, after a failed Apply (the store
+// was unavailable), when the queue overflowed, or when asked. It acks, by sequence number, the
+// ops the store has: the loops hold new connections' hellos until then (hello.go).
 type reporter struct {
 	s *Server
 	p Presence
