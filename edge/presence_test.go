@@ -17,7 +17,12 @@ import (
 // countingStore counts the calls the edge makes.
 type countingStore struct {
 	presence.Store
-	registers, applies, syncs atomic.Int64
+	registers, applies, syncs, renews atomic.Int64
+}
+
+func (c *countingStore) Renew(ctx context.Context, edge string, epoch uint64) error {
+	c.renews.Add(1)
+	return c.Store.Renew(ctx, edge, epoch)
 }
 
 func (c *countingStore) Register(ctx context.Context, edge string, ttl time.Duration) (uint64, error) {
@@ -388,10 +393,16 @@ func TestPresenceLeaseOutlivesStuckApply(t *testing.T) {
 	dialGorilla(t, s, "slow")
 	<-g.entered
 	epoch := s.Epoch()
-	for end := time.Now().Add(3 * cfg.PresenceLease); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if e := s.Epoch(); e != epoch {
-			t.Fatalf("the lease lapsed while an Apply hung: epoch %d -> %d", epoch, e)
+	// Renewals go on while the Apply hangs: enough of them for three lease times.
+	renews := store.renews.Load()
+	checkFor(t, 5*time.Second, func() error {
+		if n := store.renews.Load() - renews; n < 9 {
+			return fmt.Errorf("%d renewals while the Apply hangs, want 9 (every lease/3 for 3 leases)", n)
 		}
+		return nil
+	})
+	if e := s.Epoch(); e != epoch {
+		t.Fatalf("the lease lapsed while an Apply hung: epoch %d -> %d", epoch, e)
 	}
 	released = true
 	close(g.open)
